@@ -1,0 +1,151 @@
+"""Range and cross-field rules of a TrainingConfig (reference §1 tables and §8).
+
+Both functions return ``(kohya_key, message)`` pairs so that the payload edge
+can report them under the keys the user wrote, and ``TrainingConfig`` can run
+them again whenever a stored config is validated.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from trainer.config.keys import FIELD_TO_KEY, KEYS
+
+if TYPE_CHECKING:
+    from trainer.config.model import TrainingConfig
+
+Found = list[tuple[str, str]]
+
+_SAFE_STEM = re.compile(r"^[^/\\\x00]{1,200}$")
+
+
+def range_problems(config: TrainingConfig) -> Found:
+    """Values outside their registry range or choices (the registry is the one source)."""
+    found: Found = []
+    for name in type(config).model_fields:
+        key = FIELD_TO_KEY.get(name)
+        value = getattr(config, name)
+        if key is None or value is None or isinstance(value, bool | dict | tuple):
+            continue
+        spec = KEYS[key]
+        if spec.choices and value not in spec.choices:
+            found.append((key, f"must be one of {spec.range_text()}, got {value!r}"))
+        elif isinstance(value, int | float) and not _within(spec.lo, spec.hi, value):
+            found.append((key, f"must be in {spec.range_text()}, got {value!r}"))
+    if not all(64 <= side <= 4096 and side % 8 == 0 for side in config.resolution):
+        found.append(("max_resolution", "each side must be a multiple of 8 in 64–4096"))
+    return found
+
+
+def _within(lo: float | None, hi: float | None, value: float) -> bool:
+    return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+
+def cross_field_problems(config: TrainingConfig) -> Found:
+    """Combinations sd-scripts rejects (or that would silently train nothing)."""
+    return [
+        *_bucket_problems(config),
+        *_precision_problems(config),
+        *_noise_and_loss_problems(config),
+        *_caching_problems(config),
+        *_run_problems(config),
+    ]
+
+
+def _bucket_problems(c: TrainingConfig) -> Found:
+    found: Found = []
+    step = c.bucket_reso_steps
+    if step % 32:
+        found.append(
+            (
+                "bucket_reso_steps",
+                f"SDXL needs a multiple of 32 (sd-scripts asserts it), got {step}",
+            )
+        )
+    if not c.enable_bucket:
+        return found
+    if c.min_bucket_reso > min(c.resolution):
+        found.append(
+            (
+                "min_bucket_reso",
+                f"must be ≤ the smaller side of max_resolution ({min(c.resolution)})",
+            )
+        )
+    if c.max_bucket_reso < max(c.resolution):
+        found.append(
+            (
+                "max_bucket_reso",
+                f"must be ≥ the larger side of max_resolution ({max(c.resolution)})",
+            )
+        )
+    for key, value in (
+        ("min_bucket_reso", c.min_bucket_reso),
+        ("max_bucket_reso", c.max_bucket_reso),
+    ):
+        if step and value % step:
+            found.append((key, f"must be a multiple of bucket_reso_steps ({step}), got {value}"))
+    return found
+
+
+def _precision_problems(c: TrainingConfig) -> Found:
+    found: Found = []
+    if c.full_fp16 and c.full_bf16:
+        found.append(("full_bf16", "full_fp16 and full_bf16 exclude each other"))
+    elif c.full_fp16 and c.mixed_precision != "fp16":
+        found.append(("full_fp16", "requires mixed_precision fp16"))
+    elif c.full_bf16 and c.mixed_precision != "bf16":
+        found.append(("full_bf16", "requires mixed_precision bf16"))
+    if c.fp8_base and c.mixed_precision == "no":
+        found.append(("fp8_base", "requires mixed_precision fp16 or bf16"))
+    return found
+
+
+def _noise_and_loss_problems(c: TrainingConfig) -> Found:
+    found: Found = []
+    if c.min_timestep >= c.max_timestep:
+        found.append(("min_timestep", f"must be lower than max_timestep ({c.max_timestep})"))
+    if c.scale_v_pred_loss_like_noise_pred and not c.v_parameterization:
+        found.append(("scale_v_pred_loss_like_noise_pred", "requires v_parameterization"))
+    if c.v_pred_like_loss and c.v_parameterization:
+        found.append(("v_pred_like_loss", "cannot be used with v_parameterization"))
+    if c.adaptive_noise_scale and not c.noise_offset:
+        found.append(("adaptive_noise_scale", "requires noise_offset > 0"))
+    return found
+
+
+def _caching_problems(c: TrainingConfig) -> Found:
+    found: Found = []
+    for key, on in (("color_aug", c.color_aug), ("random_crop", c.random_crop)):
+        if on and c.cache_latents:
+            found.append(
+                (key, "cannot be used with cache_latents (cached latents are not re-augmented)")
+            )
+    if c.cache_text_encoder_outputs:
+        clashes: dict[str, Any] = {
+            "text_encoder_lr": c.train_text_encoder,
+            "shuffle_caption": c.shuffle_caption,
+            "caption_dropout_rate": c.caption_dropout_rate,
+            "caption_dropout_every_n_epochs": c.caption_dropout_every_n_epochs,
+        }
+        for key, on in clashes.items():
+            if on:
+                what = "a trained text encoder" if key == "text_encoder_lr" else key
+                found.append(("sdxl_cache_text_encoder_outputs", f"cannot be used with {what}"))
+    return found
+
+
+def _run_problems(c: TrainingConfig) -> Found:
+    found: Found = []
+    if not (c.train_unet or c.train_text_encoder):
+        found.append(("learning_rate", "neither the UNet nor the text encoders would be trained"))
+    if c.lr_scheduler == "adafactor" and c.optimizer != "Adafactor":
+        found.append(
+            ("lr_scheduler", "the adafactor schedule only works with the Adafactor optimizer")
+        )
+    if c.lr_scheduler in ("constant", "adafactor") and (c.lr_warmup_percent or c.lr_warmup_steps):
+        found.append(("lr_warmup", f"the {c.lr_scheduler} schedule has no warmup"))
+    stem = c.output_name
+    if not _SAFE_STEM.match(stem) or stem.strip(".") == "":
+        found.append(("output_name", "must be a plain file name (no '/', '\\', or only dots)"))
+    return found

@@ -1,0 +1,114 @@
+# ruff: noqa: E501  (registry rows stay one per line: a status flip is a one-line diff)
+"""Registry, part 1: the keys the trainer honours (issue 2, item 1).
+
+Defaults are the kohya_ss v24.1.7 GUI defaults (reference §1) except where an
+entry says otherwise. Ranges are the GUI widget ranges.
+"""
+
+from __future__ import annotations
+
+from trainer.config.spec import KeySpec, choice, flag, integer, number, text
+
+OPTIMIZERS = ("AdamW", "AdamW8bit", "Lion", "Lion8bit", "Adafactor", "Prodigy")
+GUI_OPTIMIZERS = (
+    *OPTIMIZERS,
+    *("DAdaptation", "DAdaptAdaGrad", "DAdaptAdam", "DAdaptAdan", "DAdaptAdanIP"),
+    *("DAdaptAdamPreprint", "DAdaptLion", "DAdaptSGD", "PagedAdamW8bit", "PagedAdamW32bit"),
+    *("PagedLion8bit", "SGDNesterov", "SGDNesterov8bit"),
+)
+SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "adafactor",
+)
+LORA_TYPES = (
+    *("Standard", "Kohya LoCon", "Kohya DyLoRA", "LoRA-FA", "LoCon", "LyCORIS/BOFT"),
+    *("LyCORIS/Diag-OFT", "LyCORIS/DyLoRA", "LyCORIS/GLoRA", "LyCORIS/iA3", "LyCORIS/LoCon"),
+    *("LyCORIS/LoHa", "LyCORIS/LoKr", "LyCORIS/Native Fine-Tuning"),
+)
+
+_OPTIMIZER_REASON = (
+    f"supported optimizers are {', '.join(OPTIMIZERS)} (case-insensitive); "
+    "other names and import paths are never loaded"
+)
+
+# fmt: off
+CORE: tuple[KeySpec, ...] = (
+    # --- model and identity -------------------------------------------------
+    text("pretrained_model_name_or_path", "", "Base model name; the host supplies the model file, so the name is metadata only (ss_sd_model_name). Default '' (GUI: runwayml/stable-diffusion-v1-5)."),
+    flag("sdxl", True, "Train SDXL (sdxl_train_network.py). lorabox trains SDXL only, so an omitted key means true (GUI default false).", supported=(True,), reason="only SDXL training is implemented; set sdxl to true", field=None),
+    flag("v2", False, "Stable Diffusion 2.x base model; sd-scripts asserts it is off for SDXL.", supported=(False,), reason="SD 2.x models are not SDXL (sd-scripts asserts v2 is off for SDXL)", field=None),
+    text("vae", "", "Replacement VAE file (.safetensors); '' keeps the base model's VAE.", unset=None),
+    text("output_name", "last", "Stem of the saved files (<name>.safetensors, <name>-000002.safetensors); '' or '...' mean 'last' as in sd-scripts."),
+    text("network_weights", "", "Existing Kohya LoRA file to continue from (weights only, fresh optimizer); '' starts from scratch.", unset=None),
+    text("training_comment", "", "Free text stored as ss_training_comment."),
+    text("metadata_title", "", "modelspec.title; '' = output_name.", unset=None),
+    text("metadata_author", "", "modelspec.author; '' = none.", unset=None),
+    text("metadata_description", "", "modelspec.description; '' = none.", unset=None),
+    text("metadata_license", "", "modelspec.license; '' = none.", unset=None),
+    text("metadata_tags", "", "modelspec.tags (comma-separated); '' = none.", unset=None),
+    # --- dataset, captions, buckets ------------------------------------------
+    KeySpec("max_resolution", "resolution", "512,512", "Training area as 'W,H' or 'N' (square); bucketing keeps W×H as the maximum area.", field="resolution"),
+    flag("enable_bucket", True, "Aspect-ratio bucketing; off means every image must be exactly the resolution."),
+    integer("min_bucket_reso", 256, 64, 4096, "Smallest bucket side (predefined buckets only); must be ≤ min(resolution) and a multiple of bucket_reso_steps."),
+    integer("max_bucket_reso", 2048, 64, 4096, "Largest bucket side (predefined buckets only); must be ≥ max(resolution) and a multiple of bucket_reso_steps."),
+    integer("bucket_reso_steps", 64, 1, 128, "Bucket side granularity in pixels; SDXL requires a multiple of 32."),
+    flag("bucket_no_upscale", True, "Per-image buckets: shrink to the maximum area, never upscale."),
+    KeySpec("caption_extension", "ext", ".txt", "Caption file extension; a leading '.' is added; '' means '.caption' (the sd-scripts default the GUI falls back to)."),
+    flag("shuffle_caption", False, "Shuffle the comma-separated tags of a caption each time it is drawn."),
+    integer("keep_tokens", 0, 0, 32, "Number of leading comma-separated tags kept in place when shuffling."),
+    choice("max_token_length", 75, (75, 150, 225), "Caption length in CLIP tokens; 150/225 are encoded as 2/3 chunks of 75."),
+    integer("clip_skip", 1, 0, 12, "No effect on SDXL training (both encoders always use their penultimate layer); recorded in metadata (ss_clip_skip, modelspec.encoder_layer)."),
+    # --- steps, batch ----------------------------------------------------------
+    integer("train_batch_size", 1, 1, 64, "Images per batch; a batch never mixes buckets."),
+    integer("epoch", 1, 1, 10000, "Number of epochs the total step count is computed from.", field="epochs"),
+    integer("max_train_epochs", 0, 0, 10000, "Exact epoch count (sd-scripts recomputes steps from the real batches per epoch); 0 = unset. Wins over epoch/max_train_steps.", unset=None),
+    integer("max_train_steps", 0, 0, 10_000_000, "Total optimizer steps; 0 = computed from epoch. Default 0 (the GUI widget default 1600 would silently override epoch).", unset=None),
+    integer("gradient_accumulation_steps", 1, 1, 120, "Micro-batches per optimizer step."),
+    integer("seed", 0, 0, 2**32 - 1, "Random seed; 0 = a random seed (sd-scripts), stored as None.", unset=None),
+    # --- network ------------------------------------------------------------------
+    choice("LoRA_type", "Standard", LORA_TYPES, "Network type; Standard is LoRA on the attention/MLP linear layers.", supported=("Standard",), reason="only 'Standard' LoRA is supported ('Kohya LoCon' is planned, issue 4)", field="lora_type"),
+    integer("network_dim", 8, 1, 512, "LoRA rank r."),
+    number("network_alpha", 1.0, 0, 1024, "LoRA alpha; the update is scaled by alpha/r. 0 = unset = 1 (the GUI drops 0, sd-scripts defaults to 1).", unset=1.0),
+    number("learning_rate", 1e-4, 0, 1, "Fallback rate for a part whose own rate is 0; initial rate of Adafactor's relative step."),
+    number("unet_lr", 1e-4, 0, 1, "UNet LoRA rate. 0 with text_encoder_lr > 0 trains the text encoders only; both 0 use learning_rate."),
+    number("text_encoder_lr", 1e-4, 0, 1, "Rate for both text encoders' LoRA. 0 with unet_lr > 0 trains the UNet only."),
+    flag("network_train_unet_only", False, "sd-scripts spelling: train only the UNet LoRA (the GUI derives it from text_encoder_lr = 0).", field=None, gui=False),
+    flag("network_train_text_encoder_only", False, "sd-scripts spelling: train only the text-encoder LoRA (the GUI derives it from unet_lr = 0).", field=None, gui=False),
+    # --- optimizer and schedule -------------------------------------------------
+    choice("optimizer", "AdamW8bit", GUI_OPTIMIZERS, "Optimizer; case-insensitive input, canonical output.", supported=OPTIMIZERS, reason=_OPTIMIZER_REASON, casefold=True),
+    KeySpec("optimizer_args", "args", "", "Extra optimizer arguments 'k=v k=v', values as Python literals (betas=0.9,0.99 decouple=True).", field=None),
+    number("max_grad_norm", 1.0, 0, 1, "Gradient clipping norm. 0 = unset = 1.0: clipping stays on, as with the GUI (which drops 0).", unset=1.0),
+    choice("lr_scheduler", "cosine", (*SCHEDULERS, "piecewise_constant"), "Learning-rate schedule; 'adafactor' only with Adafactor's relative step.", supported=SCHEDULERS, reason="piecewise_constant is not supported; use one of " + ", ".join(SCHEDULERS[:-1])),
+    KeySpec("lr_scheduler_args", "args", "", "Extra schedule arguments 'k=v' (cosine: num_cycles; polynomial: lr_end).", field=None),
+    integer("lr_scheduler_num_cycles", 1, 0, 10000, "Restarts of cosine_with_restarts; '' = epoch (GUI), 0 = unset = 1.", unset=1),
+    number("lr_scheduler_power", 1.0, 0, 100, "Power of the polynomial schedule; 0 = unset = 1.0.", unset=1.0),
+    number("lr_warmup", 10, 0, 100, "Warmup as a percentage of the total steps (GUI); forced to 0 with a warning for the constant schedule.", field="lr_warmup_percent"),
+    integer("lr_warmup_steps", 0, 0, 10_000_000, "sd-scripts spelling: absolute warmup steps, overriding lr_warmup; 0 = unset.", unset=None, gui=False),
+    # --- noise, timesteps, loss ---------------------------------------------------
+    choice("noise_offset_type", "Original", ("Original", "Multires"), "Which noise family the GUI passes; only the offset family is implemented.", supported=("Original",), reason="Multires noise is not supported yet (issue 4)"),
+    number("noise_offset", 0.0, 0, 1, "Noise offset strength o: ε += o·N(0,1) per (sample, channel)."),
+    flag("noise_offset_random_strength", False, "Scale the offset by U(0,1) once per batch."),
+    number("min_snr_gamma", 0.0, 0, 20, "Min-SNR loss weighting γ; 0 = off (None).", unset=None),
+    flag("debiased_estimation_loss", False, "Weight the loss by 1/√SNR (SNR capped at 1000)."),
+    integer("min_timestep", 0, 0, 1000, "Lowest sampled timestep (inclusive)."),
+    integer("max_timestep", 1000, 0, 1000, "Highest sampled timestep (exclusive); 0 = unset = 1000 (the GUI drops 0).", unset=1000),
+    choice("loss_type", "l2", ("l2", "huber", "smooth_l1"), "Element loss.", supported=("l2",), reason="huber and smooth_l1 losses are not supported yet; use l2"),
+    # --- precision, memory, attention -------------------------------------------------
+    choice("mixed_precision", "fp16", ("no", "fp16", "bf16", "fp8"), "Autocast dtype of the frozen models.", supported=("no", "fp16", "bf16"), reason="fp8 mixed precision means fp32 in sd-scripts; use no, fp16 or bf16"),
+    choice("save_precision", "fp16", ("float", "fp16", "bf16"), "Dtype of every tensor in the saved file."),
+    flag("gradient_checkpointing", False, "Recompute activations in the backward pass to save memory."),
+    flag("cache_latents", True, "Encode every image with the VAE once before training (in memory)."),
+    flag("cache_latents_to_disk", False, "Also keep the cached latents on disk; implies cache_latents (as sd-scripts)."),
+    flag("sdxl_no_half_vae", False, "Keep the VAE in fp32 (the SDXL VAE can overflow in fp16).", field="no_half_vae"),
+    KeySpec("xformers", "attention", "xformers", "Attention kernel: 'none', 'sdpa', 'xformers' (or true/false); lorabox always uses PyTorch SDPA, which computes the same attention.", choices=("none", "sdpa", "xformers"), field=None),
+    flag("mem_eff_attn", False, "sd-scripts' memory-efficient attention; maps to PyTorch SDPA like xformers.", field=None),
+    # --- saving --------------------------------------------------------------------
+    choice("save_model_as", "safetensors", ("ckpt", "pt", "safetensors"), "File format of the LoRA.", supported=("safetensors",), reason="only .safetensors files are written (pickle formats are never produced)", field=None),
+    integer("save_every_n_epochs", 1, 0, 10000, "Save <output_name>-<epoch:06d>.safetensors after every n-th epoch (not the last); 0 = off (None).", unset=None),
+)
+# fmt: on
