@@ -1,0 +1,116 @@
+"""Kohya's dataset folder convention: ``<repeats>_<name>/`` holding images and captions.
+
+Torch-free, so the API can validate uploads and plan jobs with it.
+(sd-scripts ``config_util.generate_dreambooth_subsets_config_by_subdirs``,
+reference §4.1.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from trainer.errors import InvalidDatasetError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: Path
+    caption: str
+    size: tuple[int, int]  # (width, height) of the file, before any resize
+    folder: str
+    repeats: int
+    is_reg: bool = False
+
+
+@dataclass(frozen=True)
+class FolderSummary:
+    name: str
+    repeats: int
+    image_count: int
+
+
+@dataclass(frozen=True)
+class DatasetScan:
+    images: tuple[ImageRecord, ...]
+    folders: tuple[FolderSummary, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def images_x_repeats(self) -> int:
+        return sum(record.repeats for record in self.images)
+
+
+def parse_folder_name(name: str) -> tuple[int, str] | None:
+    """``"10_cat toy"`` -> ``(10, "cat toy")``; None when not ``<int>_...``."""
+    head, sep, rest = name.partition("_")
+    if not sep or not head.isdigit():
+        return None
+    return int(head), rest
+
+
+def read_caption(image: Path, extension: str, class_tokens: str) -> tuple[str, str | None]:
+    """The image's caption (first line), or the folder's class tokens with a warning."""
+    caption_file = image.with_suffix(extension)
+    if not caption_file.is_file():
+        warning = f"{image.parent.name}/{image.name}: no {extension} caption, using the folder's class"
+        return class_tokens, warning
+    try:
+        text = caption_file.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidDatasetError(
+            f"caption {image.parent.name}/{caption_file.name} is not UTF-8 text ({exc.reason} at "
+            f"byte {exc.start}); re-save it as UTF-8"
+        ) from exc
+    lines = text.strip().splitlines()
+    return (lines[0].strip() if lines else ""), None
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Read the size from the header, failing with the file's name."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise InvalidDatasetError(
+            f"image {path.parent.name}/{path.name} cannot be read: {exc}"
+        ) from exc
+
+
+def scan_dataset(root: Path, caption_extension: str, is_reg: bool = False) -> DatasetScan:
+    """Every image of every ``<repeats>_<name>`` folder below ``root`` (non-recursive)."""
+    if not root.is_dir():
+        raise InvalidDatasetError(f"dataset folder {root.name!r} does not exist")
+    records: list[ImageRecord] = []
+    folders: list[FolderSummary] = []
+    warnings: list[str] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        parsed = parse_folder_name(folder.name)
+        if parsed is None:
+            warnings.append(f"folder {folder.name!r} ignored: its name must start with '<repeats>_'")
+            continue
+        repeats, class_tokens = parsed
+        if repeats < 1:
+            warnings.append(f"folder {folder.name!r} ignored: repeats must be at least 1")
+            continue
+        images = sorted(
+            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        for image in images:
+            caption, warning = read_caption(image, caption_extension, class_tokens)
+            if warning:
+                warnings.append(warning)
+            records.append(
+                ImageRecord(image, caption, image_size(image), folder.name, repeats, is_reg)
+            )
+        folders.append(FolderSummary(folder.name, repeats, len(images)))
+    if not records:
+        raise InvalidDatasetError(
+            "no images found: put images (png, jpg, jpeg, webp, bmp) in folders named "
+            "'<repeats>_<name>', e.g. '10_mycharacter/'"
+        )
+    return DatasetScan(tuple(records), tuple(folders), tuple(warnings))

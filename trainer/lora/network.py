@@ -1,0 +1,103 @@
+"""LoRA on SDXL with peft, named the way Kohya names it.
+
+Targets (sd-scripts ``networks/lora.py``, reference §3.1): every Linear inside
+the UNet's Transformer2DModel blocks (``proj_in``/``proj_out``, both attentions'
+``to_q/k/v/out.0``, ``ff.net.0.proj``, ``ff.net.2``: 722 modules on SDXL) and
+both text encoders' self-attention q/k/v/out and MLP fc1/fc2 (264 modules).
+peft's initialisation (Kaiming-uniform down, zero up) and scaling (alpha / r)
+are Kohya's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+
+from trainer.models.ldm_names import text_model_path, unet_to_ldm
+
+ADAPTER = "default"
+UNET_TARGETS = (
+    r".*attentions\.\d+\.(proj_in|proj_out"
+    r"|transformer_blocks\.\d+\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)"
+    r"|transformer_blocks\.\d+\.ff\.net\.(0\.proj|2))"
+)
+TEXT_ENCODER_TARGETS = r".*layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))"
+
+
+@dataclass
+class LoraModule:
+    """One Kohya LoRA module: its file name and the peft layer that trains it."""
+
+    kohya_name: str
+    layer: LoraLayer
+    part: str  # "unet" or "textencoder"
+
+    @property
+    def down(self) -> torch.nn.Parameter:
+        return self.layer.lora_A[ADAPTER].weight
+
+    @property
+    def up(self) -> torch.nn.Parameter:
+        return self.layer.lora_B[ADAPTER].weight
+
+
+@dataclass
+class LoraNetwork:
+    rank: int
+    alpha: float
+    modules: list[LoraModule] = field(default_factory=list)
+
+    def parameters(self, part: str | None = None) -> Iterator[torch.nn.Parameter]:
+        for module in self.modules:
+            if part is None or module.part == part:
+                yield module.down
+                yield module.up
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def by_name(self) -> dict[str, LoraModule]:
+        return {module.kohya_name: module for module in self.modules}
+
+
+def _inject(model: torch.nn.Module, targets: str, rank: int, alpha: float) -> None:
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0)
+    inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+
+
+def _collect(
+    model: torch.nn.Module, prefix: str, to_kohya_path: Callable[[str], str], part: str
+) -> list[LoraModule]:
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            kohya = f"{prefix}_{to_kohya_path(name).replace('.', '_')}"
+            found.append(LoraModule(kohya, module, part))
+    return found
+
+
+def apply_lora(
+    unet: torch.nn.Module | None,
+    text_encoders: tuple[torch.nn.Module, torch.nn.Module] | None,
+    rank: int,
+    alpha: float,
+) -> LoraNetwork:
+    """Inject LoRA into the parts being trained; None skips a part entirely,
+    so its ``lora_*`` keys never appear in the file."""
+    network = LoraNetwork(rank=rank, alpha=alpha)
+    if unet is not None:
+        _inject(unet, UNET_TARGETS, rank, alpha)
+        network.modules += _collect(unet, "lora_unet", unet_to_ldm, "unet")
+    if text_encoders is not None:
+        for index, encoder in enumerate(text_encoders, start=1):
+            _inject(encoder, TEXT_ENCODER_TARGETS, rank, alpha)
+            network.modules += _collect(encoder, f"lora_te{index}", text_model_path, "textencoder")
+    for parameter in network.parameters():
+        # Trainable weights stay fp32 whatever the frozen base's dtype (mixed precision).
+        parameter.data = parameter.data.float()
+        parameter.requires_grad_(True)
+    return network

@@ -1,0 +1,39 @@
+"""Learning-rate schedules (sd-scripts ``get_scheduler_fix``, reference §2.2).
+
+sd-scripts uses diffusers' schedule functions, stepped once per optimizer step;
+so do we. Kohya's warmup is a percentage of the total steps (the GUI rounds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.optimization import TYPE_TO_SCHEDULER_FUNCTION, SchedulerType
+
+
+def build_scheduler(
+    name: str,
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup: int,
+    num_cycles: int,
+    power: float,
+    kwargs: dict[str, Any],
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if name == "adafactor":
+        from transformers.optimization import AdafactorSchedule
+
+        initial = optimizer.param_groups[0].get("initial_lr", 0.0)
+        return AdafactorSchedule(optimizer, initial_lr=initial)
+    schedule = TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(name)]
+    args: dict[str, Any] = {}
+    if name != "constant":
+        args["num_warmup_steps"] = warmup
+    if name not in ("constant", "constant_with_warmup"):
+        args["num_training_steps"] = total_steps
+    if name == "cosine_with_restarts":
+        args["num_cycles"] = num_cycles
+    if name == "polynomial":
+        args["power"] = power
+    return schedule(optimizer, **{**args, **kwargs})  # type: ignore[operator]

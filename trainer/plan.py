@@ -1,0 +1,94 @@
+"""How long a job trains, computed as the Kohya GUI computes it (reference §1.3).
+
+Torch-free: the API answers ``POST /v1/jobs/validate`` with it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer.config import TrainingConfig
+from trainer.data.batches import batches_per_epoch, bucket_counts, bucket_images
+from trainer.data.folders import DatasetScan, scan_dataset
+from trainer.hooks import Notice
+from trainer.optim.schedule_math import warmup_steps
+
+
+@dataclass(frozen=True)
+class BucketCount:
+    resolution: tuple[int, int]
+    count: int  # images x repeats in this bucket
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    total_steps: int
+    batches_per_epoch: int
+    epochs: int
+    warmup_steps: int
+    images_x_repeats: int
+    buckets: tuple[BucketCount, ...]
+    warnings: tuple[Notice, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["buckets"] = [
+            {"resolution": list(b.resolution), "count": b.count} for b in self.buckets
+        ]
+        return data
+
+
+def total_steps(
+    config: TrainingConfig, images_x_repeats: int, batches: int, with_reg: bool = False
+) -> int:
+    """Optimizer steps of the run.
+
+    ``max_train_steps`` wins; else ``max_train_epochs`` gives bucket-exact epochs
+    (sd-scripts); else the GUI's estimate from ``epoch``, evaluated in its float
+    order: ceil(images x repeats / batch / accumulation x epoch x reg factor).
+    """
+    if config.max_train_steps:
+        return config.max_train_steps
+    accumulation = config.gradient_accumulation_steps
+    if config.max_train_epochs:
+        return config.max_train_epochs * math.ceil(batches / accumulation)
+    reg_factor = 2 if with_reg else 1
+    return math.ceil(
+        float(images_x_repeats) / config.train_batch_size / accumulation * config.epochs * reg_factor
+    )
+
+
+def epochs_for(steps: int, batches: int, accumulation: int) -> int:
+    """sd-scripts' epoch count: the run stops at ``steps``, maybe mid-epoch."""
+    return math.ceil(steps / math.ceil(batches / accumulation))
+
+
+def plan_from_scan(
+    config: TrainingConfig, scan: DatasetScan, reg_scan: DatasetScan | None = None
+) -> TrainingPlan:
+    records = scan.images + (reg_scan.images if reg_scan else ())
+    images = bucket_images(records, config)
+    batches = batches_per_epoch(images, config.train_batch_size)
+    steps = total_steps(config, scan.images_x_repeats, batches, with_reg=reg_scan is not None)
+    warnings = [Notice(message) for message in scan.warnings]
+    counts = bucket_counts(images)
+    return TrainingPlan(
+        total_steps=steps,
+        batches_per_epoch=batches,
+        epochs=epochs_for(steps, batches, config.gradient_accumulation_steps),
+        warmup_steps=warmup_steps(steps, config.lr_warmup_percent, config.lr_warmup_steps),
+        images_x_repeats=scan.images_x_repeats,
+        buckets=tuple(BucketCount(bucket, count) for bucket, count in counts.items()),
+        warnings=tuple(warnings),
+    )
+
+
+def plan_training(
+    config: TrainingConfig, data_dir: Path, reg_data_dir: Path | None = None
+) -> TrainingPlan:
+    scan = scan_dataset(data_dir, config.caption_extension)
+    reg = scan_dataset(reg_data_dir, config.caption_extension, is_reg=True) if reg_data_dir else None
+    return plan_from_scan(config, scan, reg)

@@ -1,0 +1,37 @@
+"""Kohya's file names and the save of one LoRA file (reference §7.3)."""
+
+from __future__ import annotations
+
+import time
+
+from trainer.hooks import ArtifactSaved, Reporter
+from trainer.lora.kohya_file import save_lora
+from trainer.session import Session
+
+
+def epoch_file_name(output_name: str, epoch: int) -> str:
+    return f"{output_name}-{epoch:06d}.safetensors"
+
+
+def step_file_name(output_name: str, step: int) -> str:
+    return f"{output_name}-step{step:08d}.safetensors"
+
+
+def final_file_name(output_name: str) -> str:
+    return f"{output_name}.safetensors"
+
+
+def should_save_epoch(every: int | None, epoch: int, total_epochs: int) -> bool:
+    """After epoch e when e % n == 0, except the last (the final file covers it)."""
+    return bool(every) and epoch % every == 0 and epoch < total_epochs  # type: ignore[operator]
+
+
+def save_checkpoint(
+    s: Session, reporter: Reporter, name: str, step: int, epoch: int, final: bool
+) -> None:
+    metadata = {**s.metadata, "ss_steps": str(step), "ss_epoch": str(epoch)}
+    if final:
+        metadata["ss_training_finished_at"] = str(time.time())
+    written = save_lora(s.network, s.output_dir / name, s.config.save_precision, metadata)
+    kind = "lora" if final else "checkpoint"
+    reporter(ArtifactSaved(name, kind, epoch=epoch, step=step, metadata=written))

@@ -1,0 +1,36 @@
+"""Everything one training run holds, prepared once before the loop starts."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from trainer.config import TrainingConfig
+from trainer.data.batches import TrainingImage
+from trainer.lora.network import LoraNetwork
+from trainer.models.loading import SdxlModel
+from trainer.plan import TrainingPlan
+
+
+@dataclass
+class Session:
+    config: TrainingConfig
+    plan: TrainingPlan
+    model: SdxlModel
+    network: LoraNetwork
+    images: list[TrainingImage]
+    latents: list[torch.Tensor] | None  # cached latents, one per image, or None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    snr: torch.Tensor  # SNR per training timestep
+    device: torch.device
+    autocast_dtype: torch.dtype | None  # None: full fp32
+    scaler: torch.amp.GradScaler | None
+    seed: int
+    output_dir: Path
+    metadata: dict[str, str]
+    caption_rng: random.Random = field(default_factory=random.Random)
+    group_names: list[str] = field(default_factory=list)
