@@ -13,12 +13,25 @@ import pytest
 from trainer.config import KEYS, Status, TrainingConfig, parse_payload
 
 SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "pdxl-kohya-config.json"
-DROPPED = (
-    "logging_dir loss_type huber_c huber_schedule log_with log_tracker_name log_tracker_config "
-    "huggingface_repo_id huggingface_token huggingface_repo_type huggingface_repo_visibility "
-    "huggingface_path_in_repo metadata_author metadata_description metadata_license "
-    "metadata_tags metadata_title"
-).split()
+DROPPED = [
+    "logging_dir",
+    "loss_type",
+    "huber_c",
+    "huber_schedule",
+    "log_with",
+    "log_tracker_name",
+    "log_tracker_config",
+    "huggingface_repo_id",
+    "huggingface_token",
+    "huggingface_repo_type",
+    "huggingface_repo_visibility",
+    "huggingface_path_in_repo",
+    "metadata_author",
+    "metadata_description",
+    "metadata_license",
+    "metadata_tags",
+    "metadata_title",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +48,18 @@ def test_seed_parses_into_the_reference_config(seed: dict[str, Any]) -> None:
     assert config.optimizer == "AdamW8bit" and config.optimizer_args == {}
     assert (config.unet_lr, config.text_encoder_lr, config.learning_rate) == (1e-4, 1e-4, 2e-4)
     assert config.train_unet and config.train_text_encoder
-    assert (config.train_batch_size, config.epochs, config.gradient_accumulation_steps) == (3, 36, 1)
+    assert (config.train_batch_size, config.epochs, config.gradient_accumulation_steps) == (
+        3,
+        36,
+        1,
+    )
     assert config.max_train_steps is None and config.max_train_epochs is None
     assert config.resolution == (1024, 1024)
-    assert (config.min_bucket_reso, config.max_bucket_reso, config.bucket_reso_steps) == (256, 2048, 64)
+    assert (config.min_bucket_reso, config.max_bucket_reso, config.bucket_reso_steps) == (
+        256,
+        2048,
+        64,
+    )
     assert config.enable_bucket and config.bucket_no_upscale
     assert config.lr_scheduler == "constant" and config.lr_warmup_percent == 0.0
     assert config.mixed_precision == "fp16" and config.save_precision == "fp16"
