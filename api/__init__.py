@@ -1,0 +1,1 @@
+"""lorabox service: HTTP edge, persistence and the services behind them."""

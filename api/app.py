@@ -1,0 +1,51 @@
+"""The FastAPI application: routes, error handlers, body limits, shared context."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.catalog.hashing import HashCache
+from api.db import Database
+from api.jobs.broker import Broker
+from api.limits import JsonBodyLimit
+from api.routes import catalog, datasets, jobs, system
+from api.routes.deps import AppContext
+from api.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.ensure_dirs()
+        ctx = AppContext(
+            settings=settings,
+            db=Database(settings.database_url),
+            broker=Broker(settings),
+            hashes=HashCache(settings.cache_dir / "model-hashes.json"),
+        )
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            ctx.broker.close()
+            ctx.db.dispose()
+
+    app = FastAPI(
+        title="lorabox",
+        version="0.1.0",
+        description="Train SDXL LoRAs from Kohya_SS payloads on a shared GPU box.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for module in (datasets, catalog, jobs, system):
+        app.include_router(module.router)
+    app.add_middleware(
+        JsonBodyLimit, max_bytes=settings.max_json_bytes, max_depth=settings.max_json_depth
+    )
+    return app

@@ -1,0 +1,1 @@
+"""Datasets: receive a zip, check it, extract it safely, validate images and captions."""

@@ -1,0 +1,1 @@
+"""Jobs: validation, submission, queue, cancel/stop, artifacts. HTTP-free services."""

@@ -1,0 +1,70 @@
+"""A job's files: only registered artifacts are listed and served."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from api.catalog.hashing import sha256_file
+from api.db.models import Artifact, User
+from api.exceptions import NotFound
+from api.jobs.service import get_job
+from api.settings import Settings
+
+
+def job_dir(settings: Settings, job_id: str) -> Path:
+    return settings.jobs_dir / job_id
+
+
+def list_artifacts(session: Session, *, user: User, job_id: str) -> Sequence[Artifact]:
+    job = get_job(session, user=user, job_id=job_id)
+    return session.scalars(
+        sa.select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)
+    ).all()
+
+
+def artifact_file(
+    session: Session, settings: Settings, *, user: User, job_id: str, name: str
+) -> tuple[Artifact, Path]:
+    job = get_job(session, user=user, job_id=job_id)
+    artifact = session.scalar(
+        sa.select(Artifact).where(Artifact.job_id == job.id, Artifact.name == name)
+    )
+    root = job_dir(settings, job.id).resolve()
+    path = (root / name).resolve()
+    if artifact is None or not path.is_relative_to(root) or not path.is_file():
+        raise NotFound("artifact not found")
+    return artifact, path
+
+
+def register_artifact(
+    session: Session,
+    settings: Settings,
+    *,
+    job_id: str,
+    name: str,
+    kind: str,
+    epoch: int | None = None,
+    step: int | None = None,
+) -> Artifact | None:
+    """Records a file the trainer published (hash and size); ignores paths outside the job."""
+    root = job_dir(settings, job_id).resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    relative = path.relative_to(root).as_posix()
+    artifact = session.scalar(
+        sa.select(Artifact).where(Artifact.job_id == job_id, Artifact.name == relative)
+    )
+    if artifact is None:
+        artifact = Artifact(job_id=job_id, name=relative)
+        session.add(artifact)
+    artifact.kind = kind
+    artifact.size_bytes = path.stat().st_size
+    artifact.sha256 = sha256_file(path)
+    artifact.epoch = epoch
+    artifact.step = step
+    return artifact

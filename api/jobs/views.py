@@ -1,0 +1,65 @@
+"""Job rows as the API's JSON (shared by the routes and, later, the event stream)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from api.db.models import Artifact, Job, JobStatus
+from api.jobs.queue import queue_position, queued_ids_in_order
+from api.jobs.service import error_of, owner_names
+from api.schemas.jobs import ArtifactRead, JobRead, PlanRead, ProgressRead
+
+
+def _progress(job: Job) -> ProgressRead:
+    if job.progress:
+        return ProgressRead.model_validate(job.progress)
+    return ProgressRead(phase="queued" if job.status == JobStatus.QUEUED else None)
+
+
+def job_read(job: Job, *, owner: str, position: int | None) -> JobRead:
+    return JobRead(
+        id=job.id,
+        name=job.name,
+        owner=owner,
+        status=job.status,  # type: ignore[arg-type]
+        queue_position=position,
+        attempt=job.attempt,
+        cancel_requested=job.cancel_requested,
+        base_model=job.base_model,
+        dataset_id=job.dataset_id,
+        params=job.params,
+        plan=PlanRead.model_validate(job.plan),
+        progress=_progress(job),
+        error=error_of(job),  # type: ignore[arg-type]
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def one_job(session: Session, job: Job) -> JobRead:
+    owners = owner_names(session, {job.owner_id})
+    return job_read(job, owner=owners.get(job.owner_id, "?"), position=queue_position(session, job))
+
+
+def many_jobs(session: Session, jobs: Sequence[Job]) -> list[JobRead]:
+    owners = owner_names(session, {j.owner_id for j in jobs})
+    positions: dict[str, int] = {}
+    if any(j.status == JobStatus.QUEUED for j in jobs):
+        positions = {job_id: i + 1 for i, job_id in enumerate(queued_ids_in_order(session))}
+    return [
+        job_read(j, owner=owners.get(j.owner_id, "?"), position=positions.get(j.id)) for j in jobs
+    ]
+
+
+def artifact_read(artifact: Artifact) -> ArtifactRead:
+    return ArtifactRead(
+        name=artifact.name,
+        kind=artifact.kind,  # type: ignore[arg-type]
+        size_bytes=artifact.size_bytes,
+        sha256=artifact.sha256,
+        epoch=artifact.epoch,
+        step=artifact.step,
+    )

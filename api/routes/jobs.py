@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import FileResponse
+
+from api.jobs import artifacts as artifact_service
+from api.jobs import service
+from api.jobs.validation import JobRequest, validate_job
+from api.jobs.views import artifact_read, many_jobs, one_job
+from api.routes.deps import Ctx, CurrentUser
+from api.schemas.jobs import ArtifactList, JobCreate, JobList, JobRead, JobStatusName, PlanRead
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _request(body: JobCreate) -> JobRequest:
+    return JobRequest(**body.model_dump())
+
+
+@router.post("", status_code=202, response_model=JobRead, responses={200: {"model": JobRead}})
+def submit_job(
+    body: JobCreate,
+    response: Response,
+    ctx: Ctx,
+    user: CurrentUser,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JobRead:
+    """Queue a training job. Same `Idempotency-Key` + same body: the original job (200)."""
+    with ctx.db.writing() as session:
+        job, created = service.submit_job(
+            session,
+            ctx.settings,
+            user=user,
+            request=_request(body),
+            idempotency_key=idempotency_key,
+        )
+        job_id = job.id
+    # The message goes out only after the commit, so a worker always finds the row.
+    if created:
+        try:
+            ctx.broker.enqueue(job_id)
+        except Exception:  # the row is the truth; a lost message is re-sent by the reconciler
+            log.exception("could not enqueue job %s", job_id)
+    else:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    with ctx.db.reading() as session:
+        return one_job(session, service.get_job(session, user=user, job_id=job_id))
+
+
+@router.post("/validate", response_model=PlanRead)
+def validate(body: JobCreate, ctx: Ctx, user: CurrentUser) -> PlanRead:
+    """Check a submission and show its plan (steps, epochs, buckets) without queueing it."""
+    with ctx.db.reading() as session:
+        valid = validate_job(session, ctx.settings, user=user, request=_request(body))
+    return PlanRead.model_validate(valid.plan)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    ctx: Ctx,
+    user: CurrentUser,
+    status: JobStatusName | None = None,
+    scope: Annotated[str, Query(pattern="^(mine|all)$")] = "mine",
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 50,
+    cursor: str | None = None,
+) -> JobList:
+    """Newest first. `scope=all` lists everyone's jobs (admins)."""
+    with ctx.db.reading() as session:
+        jobs, next_cursor = service.list_jobs(
+            session,
+            user=user,
+            status=status,
+            all_users=scope == "all",
+            limit=limit,
+            cursor=cursor,
+        )
+        return JobList(items=many_jobs(session, jobs), next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobRead)
+def get_job(job_id: str, ctx: Ctx, user: CurrentUser) -> JobRead:
+    with ctx.db.reading() as session:
+        return one_job(session, service.get_job(session, user=user, job_id=job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobRead)
+def cancel_job(job_id: str, ctx: Ctx, user: CurrentUser) -> JobRead:
+    """Discard: a queued job never starts; a running one stops within a step (`cancelled`)."""
+    with ctx.db.writing() as session:
+        return one_job(session, service.cancel_job(session, user=user, job_id=job_id))
+
+
+@router.post("/{job_id}/stop", response_model=JobRead)
+def stop_job(job_id: str, ctx: Ctx, user: CurrentUser) -> JobRead:
+    """Finish early: save the LoRA from the current weights (`succeeded`).
+
+    A queued job has no weights yet, so stopping it cancels it."""
+    with ctx.db.writing() as session:
+        return one_job(session, service.stop_job(session, user=user, job_id=job_id))
+
+
+@router.delete("/{job_id}", status_code=204)
+def delete_job(job_id: str, ctx: Ctx, user: CurrentUser) -> Response:
+    """Delete a finished job and its files (409 while queued or running)."""
+    with ctx.db.writing() as session:
+        service.delete_job(session, ctx.settings, user=user, job_id=job_id)
+    return Response(status_code=204)
+
+
+@router.get("/{job_id}/artifacts", response_model=ArtifactList)
+def list_artifacts(job_id: str, ctx: Ctx, user: CurrentUser) -> ArtifactList:
+    with ctx.db.reading() as session:
+        rows = artifact_service.list_artifacts(session, user=user, job_id=job_id)
+        return ArtifactList(items=[artifact_read(a) for a in rows])
+
+
+@router.get("/{job_id}/artifacts/{name:path}", response_class=FileResponse)
+def download_artifact(job_id: str, name: str, ctx: Ctx, user: CurrentUser) -> FileResponse:
+    """Download a registered artifact; supports `Range`."""
+    with ctx.db.reading() as session:
+        artifact, path = artifact_service.artifact_file(
+            session, ctx.settings, user=user, job_id=job_id, name=name
+        )
+    return FileResponse(
+        path,
+        filename=path.name,
+        media_type="application/octet-stream",
+        headers={"X-Checksum-Sha256": artifact.sha256},
+    )

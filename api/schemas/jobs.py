@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: str = Field(max_length=64)
+    base_model: str = Field(max_length=200)
+    params: dict[str, Any] = Field(description="The Kohya_SS GUI JSON payload, as is")
+    reg_dataset_id: str | None = Field(default=None, max_length=64)
+    name: str | None = Field(default=None, max_length=200)
+
+
+class BucketRead(BaseModel):
+    resolution: tuple[int, int]
+    count: int = Field(description="images x repeats in this bucket")
+
+
+class WarningRead(BaseModel):
+    field: str | None
+    message: str
+
+
+class PlanRead(BaseModel):
+    total_steps: int
+    batches_per_epoch: int
+    epochs: int
+    warmup_steps: int
+    images_x_repeats: int
+    buckets: list[BucketRead]
+    warnings: list[WarningRead]
+
+
+class ProgressRead(BaseModel):
+    """Live progress; null fields are not known yet (or, for GPU memory, off CUDA)."""
+
+    phase: Literal["queued", "loading", "caching", "training", "saving", "sampling"] | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    epoch: int | None = None
+    total_epochs: int | None = None
+    loss: float | None = None
+    avg_loss: float | None = Field(default=None, description="Kohya's moving average")
+    lr: dict[str, float] | None = Field(default=None, description="learning rate per group")
+    samples_per_s: float | None = None
+    s_per_step: float | None = None
+    elapsed_s: float | None = None
+    eta_s: float | None = None
+    peak_gpu_mem_bytes: int | None = None
+
+
+class ErrorRead(BaseModel):
+    code: str = Field(
+        description="invalid_dataset, base_model_missing, nan_loss, cuda_oom, disk_full, "
+        "worker_lost or trainer_error"
+    )
+    message: str
+
+
+class JobRead(BaseModel):
+    id: str
+    name: str | None
+    owner: str
+    status: JobStatusName
+    queue_position: int | None = Field(description="1-based; null unless queued")
+    attempt: int
+    cancel_requested: bool
+    base_model: str
+    dataset_id: str
+    params: dict[str, Any] = Field(description="the normalised Kohya payload")
+    plan: PlanRead
+    progress: ProgressRead
+    error: ErrorRead | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    items: list[JobRead]
+    next_cursor: str | None
+
+
+class ArtifactRead(BaseModel):
+    name: str = Field(description="path relative to the job")
+    kind: Literal["lora", "checkpoint", "state", "sample", "tensorboard", "log"]
+    size_bytes: int
+    sha256: str
+    epoch: int | None
+    step: int | None
+
+
+class ArtifactList(BaseModel):
+    items: list[ArtifactRead]

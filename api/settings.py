@@ -1,0 +1,80 @@
+"""The one settings object: every knob is a ``LORABOX_*`` environment variable."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LORABOX_", extra="ignore")
+
+    home: Path = Path("./var")
+    models_dir: Path = Path("./models")
+    # Empty means "embedded": SQLite and the kombu SQLAlchemy broker under ``home``.
+    database_url: str = ""
+    broker_url: str = ""
+    queue_name: str = "lorabox"
+    # Redis re-delivers an unacked message after this long even while it still runs;
+    # the claim makes that harmless, a long value just avoids the noise.
+    broker_visibility_timeout_s: int = 7 * 24 * 3600
+
+    max_json_bytes: int = 1 * MiB
+    max_json_depth: int = 64
+    max_upload_bytes: int = 4 * GiB
+    max_queued_per_user: int = 20
+    # Free space the disk estimate must leave untouched for everything else.
+    disk_reserve_bytes: int = 1 * GiB
+
+    zip_max_members: int = 20_000
+    zip_max_ratio: float = 200.0
+    zip_max_total_bytes: int = 16 * GiB
+    max_image_pixels: int = 64_000_000
+    upload_chunk_bytes: int = 1 * MiB
+
+    progress_interval_s: float = Field(default=1.0, gt=0)
+    flag_poll_interval_s: float = Field(default=0.5, gt=0)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    pause_poll_interval_s: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _embedded_defaults(self) -> Settings:
+        self.home = self.home.expanduser().absolute()
+        self.models_dir = self.models_dir.expanduser().absolute()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'lorabox.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.home / 'broker.db'}"
+        return self
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Partial uploads live here (same filesystem as datasets, so a rename publishes)."""
+        return self.home / "tmp"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home, self.datasets_dir, self.jobs_dir, self.tmp_dir, self.cache_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,100 @@
+"""Runs in the trainer's own process (spawned fresh per job): train, report, obey stop flags.
+
+Everything crosses the process boundary as picklable values: the job spec (a dict of
+strings), the trainer's event dataclasses, and one shared integer for stop requests.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sys
+import traceback
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any, Protocol
+
+STOP_NONE, STOP_FINISH, STOP_ABORT = 0, 1, 2
+
+
+class EventQueue(Protocol):
+    def put(self, obj: Any) -> None: ...
+
+
+def redirect_output(log_path: str) -> None:
+    """Points fds 1 and 2 at the job's log, so C-level output (CUDA, tqdm) lands there too."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def error_code(exc: BaseException) -> str:
+    """Codes for the failures the trainer didn't translate itself."""
+    if type(exc).__name__ == "OutOfMemoryError" and "cuda" in type(exc).__module__:
+        return "cuda_oom"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "disk_full"
+    return "trainer_error"
+
+
+def _path(spec: dict[str, Any], key: str) -> Path | None:
+    value = spec.get(key)
+    return Path(value) if value else None
+
+
+def train_in_child(spec: dict[str, Any], events: EventQueue, stop_flag: Synchronized[int]) -> None:
+    redirect_output(spec["log_path"])
+    from trainer.config import TrainingConfig
+    from trainer.errors import TrainerError, TrainingCancelled
+    from trainer.hooks import Event, StopRequest
+    from trainer.run import TrainingJob, train
+
+    def reporter(event: Event) -> None:
+        events.put(("event", event))
+
+    def stop() -> StopRequest | None:
+        value = stop_flag.value
+        return "abort" if value == STOP_ABORT else "finish" if value == STOP_FINISH else None
+
+    try:
+        job = TrainingJob(
+            config=TrainingConfig.model_validate(spec["config"]),
+            base_model=Path(spec["base_model"]),
+            data_dir=Path(spec["data_dir"]),
+            output_dir=Path(spec["output_dir"]),
+            base_config=_path(spec, "base_config"),
+            vae=_path(spec, "vae"),
+            reg_data_dir=_path(spec, "reg_data_dir"),
+            network_weights=_path(spec, "network_weights"),
+        )
+        result = train(job, reporter=reporter, stop=stop)
+    except TrainingCancelled:
+        events.put(("cancelled", None))
+    except TrainerError as exc:
+        traceback.print_exc()
+        events.put(("error", (exc.code, exc.message)))
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the job row
+        traceback.print_exc()
+        events.put(("error", (error_code(exc), f"{type(exc).__name__}: {exc}")))
+    else:
+        events.put(
+            (
+                "result",
+                {
+                    "steps": result.steps,
+                    "epochs": result.epochs,
+                    "stopped_early": result.stopped_early,
+                },
+            )
+        )

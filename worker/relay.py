@@ -1,0 +1,139 @@
+"""Trainer events -> the job row, the event log and the metrics table.
+
+Phases, artifacts and notices are written at once; step progress and its metrics are
+batched into at most one write per ``progress_interval_s``. Every write is fenced by the
+attempt number, so a worker that lost its lease can't overwrite a newer run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from api.db import Database, Job, JobMetric
+from api.db.models import JobStatus
+from api.jobs.artifacts import register_artifact
+from api.jobs.events import record_event
+from api.settings import Settings
+from trainer.hooks import (
+    ArtifactSaved,
+    EpochCompleted,
+    Event,
+    Notice,
+    PhaseChanged,
+    StepCompleted,
+    TrainingStarted,
+)
+
+
+class Fenced(Exception):  # noqa: N818 - a control-flow signal
+    """The job's attempt moved on (or it left `running`): this worker must stop writing."""
+
+
+def fenced_update(session: Session, job_id: str, attempt: int, **values: Any) -> None:
+    result = session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Fenced(job_id)
+
+
+class EventRelay:
+    def __init__(self, db: Database, settings: Settings, job_id: str, attempt: int) -> None:
+        self.db, self.settings, self.job_id, self.attempt = db, settings, job_id, attempt
+        self.progress: dict[str, Any] = {"phase": "loading"}
+        self._metrics: list[JobMetric] = []
+        self._dirty = False
+        self._last_flush = 0.0
+        self._started = time.monotonic()
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, StepCompleted):
+            self._on_step(event)
+            return
+        if isinstance(event, PhaseChanged):
+            self.progress["phase"] = event.phase
+        elif isinstance(event, TrainingStarted):
+            self.progress.update(
+                phase="training",
+                step=event.start_step,
+                total_steps=event.total_steps,
+                total_epochs=event.total_epochs,
+            )
+        self._write_now(event)
+
+    def _on_step(self, event: StepCompleted) -> None:
+        elapsed = time.monotonic() - self._started
+        self.progress.update(
+            {k: v for k, v in dataclasses.asdict(event).items()},
+            phase="training",
+            elapsed_s=round(elapsed, 3),
+            eta_s=round(event.s_per_step * max(event.total_steps - event.step, 0), 3),
+        )
+        self._metrics.append(
+            JobMetric(
+                job_id=self.job_id,
+                attempt=self.attempt,
+                step=event.step,
+                epoch=event.epoch,
+                loss=event.loss,
+                avg_loss=event.avg_loss,
+                lr=event.lr,
+            )
+        )
+        self._dirty = True
+
+    def _write_now(self, event: Event) -> None:
+        kind = _kind(event)
+        data = dataclasses.asdict(event)
+        with self.db.writing() as session:
+            self._flush_into(session)
+            fenced_update(session, self.job_id, self.attempt, progress=dict(self.progress))
+            if isinstance(event, ArtifactSaved):
+                register_artifact(
+                    session,
+                    self.settings,
+                    job_id=self.job_id,
+                    name=event.path,
+                    kind=event.kind,
+                    epoch=event.epoch,
+                    step=event.step,
+                )
+            record_event(session, self.job_id, kind, data, attempt=self.attempt)
+
+    def maybe_flush(self) -> None:
+        if self._dirty and time.monotonic() - self._last_flush >= self.settings.progress_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        with self.db.writing() as session:
+            self._flush_into(session)
+
+    def _flush_into(self, session: Session) -> None:
+        if not self._dirty:
+            return
+        fenced_update(session, self.job_id, self.attempt, progress=dict(self.progress))
+        session.add_all(self._metrics)
+        record_event(session, self.job_id, "progress", dict(self.progress), attempt=self.attempt)
+        self._metrics = []
+        self._dirty = False
+        self._last_flush = time.monotonic()
+
+
+def _kind(event: Event) -> str:
+    return {
+        PhaseChanged: "phase",
+        TrainingStarted: "training_started",
+        EpochCompleted: "epoch",
+        ArtifactSaved: "artifact",
+        Notice: "notice",
+    }.get(type(event), "event")
