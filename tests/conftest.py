@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import json
 import os
 import socket
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
+import httpx
 import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.db import Database
+from api.settings import Settings
+from api.users import add_user
 
 PG_URL = os.environ.get(
     "LORABOX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -101,6 +112,70 @@ def good_dataset_zip() -> bytes:
     files["dog/0.png"] = png_bytes(64, 64)
     files["dog/0.txt"] = "ein Hund, schön".encode()
     return zip_bytes(files)
+
+
+SEED = json.loads((Path(__file__).parent / "api" / "seed_payload.json").read_text())
+
+
+def small_payload(**overrides: Any) -> dict[str, Any]:
+    """The seed payload scaled down to train in seconds on the miniature SDXL."""
+    payload = copy.deepcopy(SEED)
+    payload.update(
+        epoch=2, train_batch_size=1, max_resolution="64,64", min_bucket_reso=64,
+        max_bucket_reso=128, bucket_reso_steps=32, network_dim=4, network_alpha=4,
+        save_every_n_epochs=1, optimizer="AdamW", mixed_precision="no", save_precision="fp16",
+        xformers="none", cache_latents=True,
+    )  # fmt: skip
+    payload.update(overrides)
+    return payload
+
+
+@dataclass
+class Service:
+    client: TestClient
+    settings: Settings
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def as_(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+    def upload(self, user: str, data: bytes, **form: str) -> httpx.Response:
+        return self.client.post(
+            "/v1/datasets", headers=self.as_(user), files={"file": ("set.zip", data)}, data=form
+        )
+
+    def dataset(self, user: str, data: bytes, **form: str) -> str:
+        response = self.upload(user, data, **form)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    def submit(self, user: str, body: dict[str, Any], **headers: str) -> httpx.Response:
+        return self.client.post("/v1/jobs", headers={**self.as_(user), **headers}, json=body)
+
+
+def _make_service(settings: Settings) -> Iterator[Service]:
+    db = Database(settings.database_url)
+    with db.writing() as session:
+        tokens = {
+            "alice": add_user(session, name="alice"),
+            "bob": add_user(session, name="bob"),
+            "admin": add_user(session, name="admin", admin=True),
+        }
+    db.dispose()
+    with TestClient(create_app(settings)) as client:
+        yield Service(client, settings, tokens)
+
+
+@pytest.fixture(scope="session")
+def make_service() -> Callable[[Settings], Iterator[Service]]:
+    """``make_service(settings)``: users alice, bob and admin, and the app in a TestClient."""
+    return _make_service
+
+
+@pytest.fixture(scope="session")
+def payload() -> Callable[..., dict[str, Any]]:
+    """``payload(**overrides)``: the scaled-down seed payload."""
+    return small_payload
 
 
 @pytest.fixture(scope="session")
