@@ -124,10 +124,10 @@ def build_session(
     prepare_model(model, config, device, precision)
     network = build_network(model, job)
     images = bucket_images(scan.images, config)
-    latents = None
+    latents, latent_generator = None, torch.Generator().manual_seed(seed)
     if config.cache_latents or config.cache_latents_to_disk:
         reporter(PhaseChanged("caching"))
-        latents = cache_latents(model.vae, images, config.cache_latents_to_disk)
+        latents = cache_latents(model.vae, images, config.cache_latents_to_disk, latent_generator)
     groups, names = parameter_groups(config, network)
     optimizer = build_optimizer(config.optimizer, groups, config.optimizer_args)
     scheduler = build_scheduler(
@@ -145,7 +145,7 @@ def build_session(
         device=device, autocast_dtype=_DTYPES.get(precision),
         scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
         seed=seed, output_dir=job.output_dir, metadata=run_metadata(config, facts),
-        caption_rng=random.Random(seed), group_names=names,
+        caption_rng=random.Random(seed), latent_generator=latent_generator, group_names=names,
     )  # fmt: skip
 
 

@@ -33,4 +33,5 @@ class Session:
     output_dir: Path
     metadata: dict[str, str]
     caption_rng: random.Random = field(default_factory=random.Random)
+    latent_generator: torch.Generator = field(default_factory=torch.Generator)
     group_names: list[str] = field(default_factory=list)

@@ -19,7 +19,8 @@ def batch_latents(s: Session, batch: Batch) -> torch.Tensor:
         return torch.stack([s.latents[i] for i in batch.images])
     images = [s.images[i] for i in batch.images]
     names = [f"{im.record.folder}/{im.record.path.name}" for im in images]
-    return encode(s.model.vae, torch.stack([pixels_for(im) for im in images]), names)
+    pixels = torch.stack([pixels_for(im) for im in images])
+    return encode(s.model.vae, pixels, names, s.latent_generator)
 
 
 def batch_conditioning(s: Session, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

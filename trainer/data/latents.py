@@ -33,9 +33,13 @@ def vae_fingerprint(vae: AutoencoderKL) -> str:
 
 
 @torch.no_grad()
-def encode(vae: AutoencoderKL, pixels: torch.Tensor, names: list[str]) -> torch.Tensor:
+def encode(
+    vae: AutoencoderKL, pixels: torch.Tensor, names: list[str], generator: torch.Generator
+) -> torch.Tensor:
+    """Sample latents with a generator of their own, so caching (or reading a disk
+    cache) never shifts the random stream that draws the training noise."""
     device = next(vae.parameters()).device
-    latents = vae.encode(pixels.to(device, torch.float32)).latent_dist.sample()
+    latents = vae.encode(pixels.to(device, torch.float32)).latent_dist.sample(generator)
     latents = latents * vae.config.scaling_factor
     finite = torch.isfinite(latents).flatten(1).all(dim=1)
     if not bool(finite.all()):
@@ -57,6 +61,7 @@ def cache_latents(
     vae: AutoencoderKL,
     images: list[TrainingImage],
     to_disk: bool,
+    generator: torch.Generator,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[torch.Tensor]:
     """One latent per image (4, h/8, w/8); read from / written to disk when asked."""
@@ -68,7 +73,7 @@ def cache_latents(
             cached.append(load_file(str(disk))["latents"])
             continue
         name = f"{image.record.folder}/{image.record.path.name}"
-        latent = encode(vae, pixels_for(image).unsqueeze(0), [name])[0]
+        latent = encode(vae, pixels_for(image).unsqueeze(0), [name], generator)[0]
         if disk is not None:
             with atomic_path(disk) as tmp:
                 save_file({"latents": latent.contiguous()}, str(tmp))
