@@ -54,8 +54,12 @@ def print_event(event: Event) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, required=True, help="Kohya_SS GUI JSON payload")
-    parser.add_argument("--base", type=Path, required=True, help="SDXL .safetensors or diffusers folder")
-    parser.add_argument("--data", type=Path, required=True, help="folder of <repeats>_<name>/ folders")
+    parser.add_argument(
+        "--base", type=Path, required=True, help="SDXL .safetensors or diffusers folder"
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True, help="folder of <repeats>_<name>/ folders"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--base-config", type=Path, help="diffusers config folder for --base")
     parser.add_argument("--vae", type=Path, help="VAE .safetensors (overrides the payload's vae)")
@@ -78,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {warning.field}: {warning.message}")
     config = parsed.config
     vae = args.vae or (Path(config.vae) if config.vae else None)
-    weights = args.network_weights or (Path(config.network_weights) if config.network_weights else None)
+    weights = args.network_weights or (
+        Path(config.network_weights) if config.network_weights else None
+    )
     job = TrainingJob(
         config=config, base_model=args.base, data_dir=args.data, output_dir=args.out,
         base_config=args.base_config, vae=vae, network_weights=weights,

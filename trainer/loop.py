@@ -77,8 +77,25 @@ def optimizer_step(s: Session) -> None:
 def current_lrs(s: Session) -> dict[str, float]:
     return {
         name: float(group["lr"] if group["lr"] is not None else s.scheduler.get_last_lr()[i])
-        for i, (name, group) in enumerate(zip(s.group_names, s.optimizer.param_groups))
+        for i, (name, group) in enumerate(zip(s.group_names, s.optimizer.param_groups, strict=True))
     }
+
+
+def step_report(
+    s: Session, step: int, epoch: int, loss: float, avg_loss: float, samples: int, seconds: float
+) -> StepCompleted:
+    return StepCompleted(
+        step=step,
+        total_steps=s.plan.total_steps,
+        epoch=epoch,
+        total_epochs=s.plan.epochs,
+        loss=loss,
+        avg_loss=avg_loss,
+        lr=current_lrs(s),
+        samples_per_s=samples / seconds,
+        s_per_step=seconds,
+        peak_gpu_mem_bytes=_peak_memory(s.device),
+    )
 
 
 def run_training(
@@ -112,14 +129,8 @@ def run_training(
             optimizer_step(s)
             step += 1
             now = time.perf_counter()
-            reporter(
-                StepCompleted(
-                    step=step, total_steps=plan.total_steps, epoch=epoch,
-                    total_epochs=plan.epochs, loss=loss.item(), avg_loss=avg_loss,
-                    lr=current_lrs(s), samples_per_s=len(batch.images) * accumulation / (now - last),
-                    s_per_step=now - last, peak_gpu_mem_bytes=_peak_memory(s.device),
-                )
-            )  # fmt: skip
+            samples = len(batch.images) * accumulation
+            reporter(step_report(s, step, epoch, loss.item(), avg_loss, samples, now - last))
             last = now
         if finished_early or step >= plan.total_steps and epoch < plan.epochs:
             break

@@ -45,9 +45,7 @@ def debiased_weight(snr: torch.Tensor) -> torch.Tensor:
     return 1.0 / torch.sqrt(torch.clamp(snr, max=SNR_CAP))
 
 
-def loss_weights(
-    snr: torch.Tensor, min_snr_gamma: float | None, debiased: bool
-) -> torch.Tensor:
+def loss_weights(snr: torch.Tensor, min_snr_gamma: float | None, debiased: bool) -> torch.Tensor:
     """Per-sample weights applied in sd-scripts' order."""
     weight = torch.ones_like(snr)
     if min_snr_gamma:

@@ -57,7 +57,11 @@ def total_steps(
         return config.max_train_epochs * math.ceil(batches / accumulation)
     reg_factor = 2 if with_reg else 1
     return math.ceil(
-        float(images_x_repeats) / config.train_batch_size / accumulation * config.epochs * reg_factor
+        float(images_x_repeats)
+        / config.train_batch_size
+        / accumulation
+        * config.epochs
+        * reg_factor
     )
 
 
@@ -90,5 +94,7 @@ def plan_training(
     config: TrainingConfig, data_dir: Path, reg_data_dir: Path | None = None
 ) -> TrainingPlan:
     scan = scan_dataset(data_dir, config.caption_extension)
-    reg = scan_dataset(reg_data_dir, config.caption_extension, is_reg=True) if reg_data_dir else None
+    reg = (
+        scan_dataset(reg_data_dir, config.caption_extension, is_reg=True) if reg_data_dir else None
+    )
     return plan_from_scan(config, scan, reg)

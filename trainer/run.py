@@ -21,10 +21,10 @@ from trainer.data.folders import DatasetScan, scan_dataset
 from trainer.data.latents import cache_latents
 from trainer.errors import OutOfMemoryError
 from trainer.hooks import Notice, PhaseChanged, Reporter, StopSignal, never_stop, null_reporter
+from trainer.loop import StepHook, TrainingResult, run_training
 from trainer.lora.kohya_file import load_lora_into
 from trainer.lora.metadata import RunFacts, run_metadata
 from trainer.lora.network import LoraNetwork, apply_lora
-from trainer.loop import StepHook, TrainingResult, run_training
 from trainer.loss import all_snr
 from trainer.models.loading import SdxlModel, load_sdxl
 from trainer.optim.optimizers import build_optimizer, describe_optimizer
@@ -68,7 +68,9 @@ def resolve_precision(requested: str, device: torch.device, reporter: Reporter) 
     return requested
 
 
-def prepare_model(model: SdxlModel, config: TrainingConfig, device: torch.device, precision: str) -> None:
+def prepare_model(
+    model: SdxlModel, config: TrainingConfig, device: torch.device, precision: str
+) -> None:
     """Freeze the base, place it, and cast the frozen weights to the training dtype."""
     frozen_dtype = _DTYPES.get(precision, torch.float32)
     for part in (model.unet, model.text_encoder, model.text_encoder_2, model.vae):
@@ -106,7 +108,9 @@ def build_network(model: SdxlModel, job: TrainingJob) -> LoraNetwork:
 def parameter_groups(config: TrainingConfig, network: LoraNetwork) -> tuple[list[dict], list[str]]:
     groups, names = [], []
     if config.train_text_encoder:
-        groups.append({"params": list(network.parameters("textencoder")), "lr": config.text_encoder_lr})
+        groups.append(
+            {"params": list(network.parameters("textencoder")), "lr": config.text_encoder_lr}
+        )
         names.append("textencoder")
     if config.train_unet:
         groups.append({"params": list(network.parameters("unet")), "lr": config.unet_lr})

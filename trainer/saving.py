@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from trainer.hooks import ArtifactSaved, Reporter
+from trainer.hooks import ArtifactKind, ArtifactSaved, Reporter
 from trainer.lora.kohya_file import save_lora
 from trainer.session import Session
 
@@ -33,5 +33,5 @@ def save_checkpoint(
     if final:
         metadata["ss_training_finished_at"] = str(time.time())
     written = save_lora(s.network, s.output_dir / name, s.config.save_precision, metadata)
-    kind = "lora" if final else "checkpoint"
+    kind: ArtifactKind = "lora" if final else "checkpoint"
     reporter(ArtifactSaved(name, kind, epoch=epoch, step=step, metadata=written))

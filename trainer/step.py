@@ -28,7 +28,9 @@ def batch_conditioning(s: Session, batch: Batch) -> tuple[torch.Tensor, torch.Te
     config = s.config
     images = [s.images[i] for i in batch.images]
     captions = [
-        process_caption(im.record.caption, config.shuffle_caption, config.keep_tokens, s.caption_rng)
+        process_caption(
+            im.record.caption, config.shuffle_caption, config.keep_tokens, s.caption_rng
+        )
         for im in images
     ]
     ids_1 = chunked_input_ids(s.model.tokenizer, captions, config.max_token_length)

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 
 def run_cli(tmp_path: Path, name: str, tiny_model: Path, data: Path, seed: int) -> tuple[Path, str]:
     payload = tmp_path / f"{name}.json"
-    payload.write_text(json.dumps(tiny_payload(seed=seed, max_train_steps=3, save_every_n_epochs=0)))
+    payload.write_text(
+        json.dumps(tiny_payload(seed=seed, max_train_steps=3, save_every_n_epochs=0))
+    )
     out = tmp_path / name
     completed = subprocess.run(
         [sys.executable, "-m", "trainer", "--config", str(payload), "--base", str(tiny_model),
@@ -28,7 +30,9 @@ def run_cli(tmp_path: Path, name: str, tiny_model: Path, data: Path, seed: int) 
     return out / "toy.safetensors", completed.stdout
 
 
-def test_two_processes_give_identical_tensors_and_another_seed_differs(tiny_model, toy_dataset, tmp_path):
+def test_two_processes_give_identical_tensors_and_another_seed_differs(
+    tiny_model, toy_dataset, tmp_path
+):
     first, stdout = run_cli(tmp_path, "a", tiny_model, toy_dataset, seed=42)
     second, _ = run_cli(tmp_path, "b", tiny_model, toy_dataset, seed=42)
     third, _ = run_cli(tmp_path, "c", tiny_model, toy_dataset, seed=43)

@@ -89,13 +89,17 @@ def test_total_steps_follow_the_gui_formula():
     # ... and with 103 batches per epoch (partial batches per bucket) it stops in epoch 35.
     assert epochs_for(3600, 103, 1) == 35
     # Gradient accumulation divides; regularisation doubles.
-    assert total_steps(config(train_batch_size=2, epoch=3, gradient_accumulation_steps=2), 10, 5) == 8
+    assert (
+        total_steps(config(train_batch_size=2, epoch=3, gradient_accumulation_steps=2), 10, 5) == 8
+    )
     assert total_steps(config(train_batch_size=2, epoch=3), 10, 5, with_reg=True) == 30
 
 
 def test_max_train_steps_and_max_train_epochs_override_the_estimate():
     assert total_steps(config(max_train_steps=77), 300, 103) == 77
-    assert total_steps(config(max_train_epochs=4, gradient_accumulation_steps=2), 300, 103) == 4 * 52
+    assert (
+        total_steps(config(max_train_epochs=4, gradient_accumulation_steps=2), 300, 103) == 4 * 52
+    )
 
 
 def test_warmup_is_a_rounded_percentage_of_total_steps():
@@ -124,7 +128,9 @@ def test_schedules_with_warmup_follow_their_formulas():
     p = [(s - warm) / (total - warm) for s in range(total)]
     assert lr_curve("constant", total, 0) == [1.0] * total
     assert lr_curve("constant_with_warmup", total, warm) == pytest.approx([0, 0.5] + [1.0] * 8)
-    linear = [s / warm if s < warm else max(0.0, (total - s) / (total - warm)) for s in range(total)]
+    linear = [
+        s / warm if s < warm else max(0.0, (total - s) / (total - warm)) for s in range(total)
+    ]
     assert lr_curve("linear", total, warm) == pytest.approx(linear)
     cosine = [s / warm if s < warm else 0.5 * (1 + math.cos(math.pi * p[s])) for s in range(total)]
     assert lr_curve("cosine", total, warm) == pytest.approx(cosine)
@@ -133,7 +139,5 @@ def test_schedules_with_warmup_follow_their_formulas():
         for s in range(total)
     ]
     assert lr_curve("cosine_with_restarts", total, warm, cycles=2) == pytest.approx(restarts)
-    poly = [
-        s / warm if s < warm else ((1 - 1e-7) * (1 - p[s]) ** 2 + 1e-7) for s in range(total)
-    ]
+    poly = [s / warm if s < warm else ((1 - 1e-7) * (1 - p[s]) ** 2 + 1e-7) for s in range(total)]
     assert lr_curve("polynomial", total, warm, power=2.0) == pytest.approx(poly)

@@ -13,7 +13,9 @@ from trainer.models.configs import SDXL_BASE_CONFIG, read_component_config
 def full_size_network(rank: int):
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(read_component_config(SDXL_BASE_CONFIG, "unet"))
-        te1 = CLIPTextModel(CLIPTextConfig(**read_component_config(SDXL_BASE_CONFIG, "text_encoder")))
+        te1 = CLIPTextModel(
+            CLIPTextConfig(**read_component_config(SDXL_BASE_CONFIG, "text_encoder"))
+        )
         te2 = CLIPTextModelWithProjection(
             CLIPTextConfig(**read_component_config(SDXL_BASE_CONFIG, "text_encoder_2"))
         )

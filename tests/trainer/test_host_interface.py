@@ -49,7 +49,9 @@ def stop_after(step_count: int, request: str):
     return reporter, stop
 
 
-def test_finish_request_ends_within_one_step_and_saves_the_final_lora(tiny_model, toy_dataset, tmp_path):
+def test_finish_request_ends_within_one_step_and_saves_the_final_lora(
+    tiny_model, toy_dataset, tmp_path
+):
     config = parse_payload(tiny_payload(save_every_n_epochs=0)).config
     reporter, stop = stop_after(2, "finish")
     result = train(TrainingJob(config, tiny_model, toy_dataset, tmp_path), reporter, stop)
@@ -58,7 +60,9 @@ def test_finish_request_ends_within_one_step_and_saves_the_final_lora(tiny_model
     assert [p.name for p in tmp_path.glob("*.safetensors")] == ["toy.safetensors"]
 
 
-def test_abort_request_ends_within_one_step_and_saves_nothing_more(tiny_model, toy_dataset, tmp_path):
+def test_abort_request_ends_within_one_step_and_saves_nothing_more(
+    tiny_model, toy_dataset, tmp_path
+):
     config = parse_payload(tiny_payload(save_every_n_epochs=0)).config
     steps: list[int] = []
     reporter, stop = stop_after(1, "abort")
@@ -90,7 +94,9 @@ def test_text_encoder_lr_zero_trains_only_the_unet(tiny_model, toy_dataset, tmp_
     assert keys and all(k.startswith("lora_unet_") for k in keys)
 
 
-def test_network_weights_continue_from_an_existing_kohya_lora(trained_run, tiny_model, toy_dataset, tmp_path):
+def test_network_weights_continue_from_an_existing_kohya_lora(
+    trained_run, tiny_model, toy_dataset, tmp_path
+):
     config = parse_payload(tiny_payload()).config
     source = trained_run.result.lora_path
     job = TrainingJob(config, tiny_model, toy_dataset, tmp_path, network_weights=source)

@@ -74,7 +74,9 @@ def test_the_externally_made_fixture_trains_and_its_lora_loads_in_diffusers(tmp_
     shutil.copyfile(SHARED_FIXTURE / "tiny-sdxl.safetensors", checkpoint)
     config_dir = SHARED_FIXTURE / "config"
     config = parse_payload(tiny_payload(max_train_steps=2, save_every_n_epochs=0)).config
-    result = train(TrainingJob(config, checkpoint, toy_dataset, tmp_path / "out", base_config=config_dir))
+    result = train(
+        TrainingJob(config, checkpoint, toy_dataset, tmp_path / "out", base_config=config_dir)
+    )
     from tests.trainer.test_lora_file import expected_modules
 
     state = load_file(str(result.lora_path))

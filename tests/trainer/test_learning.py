@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
@@ -46,10 +45,19 @@ def fixed_loss(s: Session, triples) -> float:
 def session_for(tiny_model, tmp_path, learning_rate: float) -> Session:
     data = make_dataset(tmp_path / "data", {"1_shapes": 8}, seed=3)
     payload = tiny_payload(
-        max_train_steps=30, learning_rate=1e-2, unet_lr=1e-2, text_encoder_lr=1e-2,
-        network_dim=16, network_alpha=16,
-        noise_offset=0, debiased_estimation_loss=False, save_every_n_epochs=0, shuffle_caption=False,
-    )  # fmt: skip
+        max_train_steps=30,
+        learning_rate=1e-2,
+        unet_lr=1e-2,
+        text_encoder_lr=1e-2,
+        network_dim=16,
+        network_alpha=16,
+        train_batch_size=4,
+        gradient_accumulation_steps=2,
+        noise_offset=0,
+        debiased_estimation_loss=False,
+        save_every_n_epochs=0,
+        shuffle_caption=False,
+    )
     config = parse_payload(payload).config
     job = TrainingJob(config, tiny_model, data, tmp_path / "out")
     scan = scan_dataset(data, config.caption_extension)
@@ -63,8 +71,10 @@ def session_for(tiny_model, tmp_path, learning_rate: float) -> Session:
 
 
 def test_loss_on_fixed_inputs_falls_by_ten_percent_in_thirty_steps(tiny_model, tmp_path):
-    # The miniature has random weights: what 30 steps can learn is mostly to cancel
-    # its random output (the loss floor of predicting zero is 1.0, the start is ~1.2).
+    # The miniature has random weights. Standard LoRA (attention blocks only, none at
+    # the full-resolution level) can in 30 steps mostly cancel the base's random
+    # output: the loss goes from ~1.20 to ~1.07 whatever the optimizer (AdamW, Lion)
+    # or rank, so batch 4 x accumulation 2 (every image each step) keeps it steady.
     s = session_for(tiny_model, tmp_path, learning_rate=1e-2)
     triples = fixed_triples(s)
     before = fixed_loss(s, triples)

@@ -57,7 +57,11 @@ def test_lora_keys_match_the_names_derived_from_the_base_checkpoint(trained_run)
     modules = {key.split(".")[0] for key in state}
     assert modules == expected_modules(trained_run.job.base_model)
     for name in modules:
-        assert {f"{name}.lora_down.weight", f"{name}.lora_up.weight", f"{name}.alpha"} <= state.keys()
+        assert {
+            f"{name}.lora_down.weight",
+            f"{name}.lora_up.weight",
+            f"{name}.alpha",
+        } <= state.keys()
 
 
 def test_lora_tensors_are_saved_in_save_precision_with_the_payload_alpha(trained_run):
@@ -78,7 +82,9 @@ def test_trained_lora_up_weights_are_not_zero(trained_run):
     }
     # SDXL conditions on CLIP-L's penultimate layer, so its last layer never gets
     # a gradient (sd-scripts creates and saves those modules untrained too).
-    last_te1_layer = {k.split(".")[0] for k in state if k.startswith("lora_te1_text_model_encoder_layers_2_")}
+    last_te1_layer = {
+        k.split(".")[0] for k in state if k.startswith("lora_te1_text_model_encoder_layers_2_")
+    }
     assert zero == last_te1_layer
 
 
@@ -135,5 +141,8 @@ def test_metadata_holds_no_absolute_paths_or_secrets(trained_run):
 def test_epoch_checkpoints_use_kohya_names(trained_run):
     out = trained_run.job.output_dir
     # 10 images x repeats / batch 2 = 5 batches, 2 epochs, a checkpoint every epoch but the last.
-    assert sorted(p.name for p in out.glob("*.safetensors")) == ["toy-000001.safetensors", "toy.safetensors"]
+    assert sorted(p.name for p in out.glob("*.safetensors")) == [
+        "toy-000001.safetensors",
+        "toy.safetensors",
+    ]
     assert not list(out.glob(".*tmp"))

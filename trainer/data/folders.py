@@ -57,7 +57,9 @@ def read_caption(image: Path, extension: str, class_tokens: str) -> tuple[str, s
     """The image's caption (first line), or the folder's class tokens with a warning."""
     caption_file = image.with_suffix(extension)
     if not caption_file.is_file():
-        warning = f"{image.parent.name}/{image.name}: no {extension} caption, using the folder's class"
+        warning = (
+            f"{image.parent.name}/{image.name}: no {extension} caption, using the folder's class"
+        )
         return class_tokens, warning
     try:
         text = caption_file.read_bytes().decode("utf-8-sig")
@@ -91,7 +93,9 @@ def scan_dataset(root: Path, caption_extension: str, is_reg: bool = False) -> Da
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         parsed = parse_folder_name(folder.name)
         if parsed is None:
-            warnings.append(f"folder {folder.name!r} ignored: its name must start with '<repeats>_'")
+            warnings.append(
+                f"folder {folder.name!r} ignored: its name must start with '<repeats>_'"
+            )
             continue
         repeats, class_tokens = parsed
         if repeats < 1:

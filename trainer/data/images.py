@@ -16,7 +16,9 @@ def load_rgb(path: Path) -> Image.Image:
         with Image.open(path) as image:
             return image.convert("RGB")
     except (OSError, Image.DecompressionBombError) as exc:
-        raise InvalidDatasetError(f"image {path.parent.name}/{path.name} cannot be read: {exc}") from exc
+        raise InvalidDatasetError(
+            f"image {path.parent.name}/{path.name} cannot be read: {exc}"
+        ) from exc
 
 
 def resize_and_crop(
@@ -29,7 +31,9 @@ def resize_and_crop(
     """
     if image.size != resized:
         shrinking = resized[0] * resized[1] < image.size[0] * image.size[1]
-        image = image.resize(resized, Image.Resampling.BOX if shrinking else Image.Resampling.LANCZOS)
+        image = image.resize(
+            resized, Image.Resampling.BOX if shrinking else Image.Resampling.LANCZOS
+        )
     left = (resized[0] - bucket[0]) // 2
     top = (resized[1] - bucket[1]) // 2
     if (left, top) != (0, 0) or resized != bucket:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
-from diffusers import AutoencoderKL
 from safetensors.torch import load_file, save_file
 
 from trainer.data.batches import TrainingImage
@@ -26,7 +26,7 @@ def pixels_for(image: TrainingImage) -> torch.Tensor:
     return to_tensor(rgb)
 
 
-def vae_fingerprint(vae: AutoencoderKL) -> str:
+def vae_fingerprint(vae: Any) -> str:
     """Identifies the VAE weights, so a disk cache from another model is not reused."""
     first = next(iter(vae.state_dict().values()))
     return hashlib.sha256(first.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
@@ -34,7 +34,7 @@ def vae_fingerprint(vae: AutoencoderKL) -> str:
 
 @torch.no_grad()
 def encode(
-    vae: AutoencoderKL, pixels: torch.Tensor, names: list[str], generator: torch.Generator
+    vae: Any, pixels: torch.Tensor, names: list[str], generator: torch.Generator
 ) -> torch.Tensor:
     """Sample latents with a generator of their own, so caching (or reading a disk
     cache) never shifts the random stream that draws the training noise."""
@@ -58,7 +58,7 @@ def _disk_path(image: TrainingImage, fingerprint: str) -> Path:
 
 
 def cache_latents(
-    vae: AutoencoderKL,
+    vae: Any,
     images: list[TrainingImage],
     to_disk: bool,
     generator: torch.Generator,

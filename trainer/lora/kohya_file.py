@@ -43,7 +43,9 @@ def tensor_hashes(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> d
     buffer = save(state, metadata=ss_only)
     header_length = struct.unpack("<Q", buffer[:8])[0]
     model_hash = hashlib.sha256(buffer[8 + header_length :]).hexdigest()
-    legacy = hashlib.sha256(io.BytesIO(buffer).getbuffer()[0x100000 : 0x100000 + 0x10000]).hexdigest()
+    legacy = hashlib.sha256(
+        io.BytesIO(buffer).getbuffer()[0x100000 : 0x100000 + 0x10000]
+    ).hexdigest()
     return {"sshs_model_hash": model_hash, "sshs_legacy_hash": legacy[:8]}
 
 
@@ -67,7 +69,7 @@ def load_lora_into(network: LoraNetwork, path: Path) -> None:
     """
     try:
         with safe_open(str(path), "pt") as handle:
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no dict
     except (SafetensorError, OSError) as exc:
         raise TrainerError(f"network_weights {path.name!r} is not a readable LoRA: {exc}") from exc
     modules = network.by_name()

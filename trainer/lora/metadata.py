@@ -74,7 +74,9 @@ def _bucket_info(images: list[TrainingImage]) -> str:
 
 
 def _dataset_fields(config: TrainingConfig, facts: RunFacts) -> dict[str, object]:
-    dirs = {f.name: {"n_repeats": f.repeats, "img_count": f.image_count} for f in facts.scan.folders}
+    dirs = {
+        f.name: {"n_repeats": f.repeats, "img_count": f.image_count} for f in facts.scan.folders
+    }
     return {
         "ss_batch_size_per_device": config.train_batch_size,
         "ss_total_batch_size": config.train_batch_size * config.gradient_accumulation_steps,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
@@ -38,11 +39,11 @@ class LoraModule:
 
     @property
     def down(self) -> torch.nn.Parameter:
-        return self.layer.lora_A[ADAPTER].weight
+        return cast(torch.nn.Parameter, self.layer.lora_A[ADAPTER].weight)
 
     @property
     def up(self) -> torch.nn.Parameter:
-        return self.layer.lora_B[ADAPTER].weight
+        return cast(torch.nn.Parameter, self.layer.lora_B[ADAPTER].weight)
 
 
 @dataclass
@@ -65,7 +66,13 @@ class LoraNetwork:
 
 
 def _inject(model: torch.nn.Module, targets: str, rank: int, alpha: float) -> None:
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0)
+    # peft types lora_alpha as int, but scales by alpha / r with any number, as Kohya does.
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,  # type: ignore[arg-type]
+        target_modules=targets,
+        lora_dropout=0.0,
+    )
     inject_adapter_in_model(config, model, adapter_name=ADAPTER)
 
 

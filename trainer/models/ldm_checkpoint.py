@@ -67,7 +67,11 @@ def openclip_entries(text_encoder: nn.Module) -> dict[str, torch.Tensor]:
         "text_projection": tensors.pop("text_projection.weight").T.contiguous(),
     }
     layers = sorted(
-        {int(m.group(1)) for k in tensors if (m := re.match(r"text_model\.encoder\.layers\.(\d+)\.", k))}
+        {
+            int(m.group(1))
+            for k in tensors
+            if (m := re.match(r"text_model\.encoder\.layers\.(\d+)\.", k))
+        }
     )
     for i in layers:
         attn = f"text_model.encoder.layers.{i}.self_attn."

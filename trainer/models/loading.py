@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionXLPipeline
 from safetensors import SafetensorError, safe_open
-from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTokenizer
 
 from trainer.errors import BaseModelError
 from trainer.models.configs import config_dir_for
@@ -19,13 +19,15 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 @dataclass
 class SdxlModel:
-    unet: torch.nn.Module
-    vae: AutoencoderKL
-    text_encoder: CLIPTextModel
-    text_encoder_2: CLIPTextModelWithProjection
+    # diffusers and transformers models are typed loosely upstream (lazy imports,
+    # wrapped ``to``); Any keeps mypy honest about what it cannot check.
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    text_encoder_2: Any
     tokenizer: CLIPTokenizer
     tokenizer_2: CLIPTokenizer
-    noise_scheduler: DDPMScheduler
+    noise_scheduler: Any
 
 
 def training_noise_scheduler() -> DDPMScheduler:
@@ -54,12 +56,12 @@ def check_safetensors(path: Path, what: str) -> None:
                 if not list(handle.keys()):
                     raise BaseModelError(f"{what} {path.name!r} holds no tensors")
         except (SafetensorError, OSError) as exc:
-            raise BaseModelError(f"{what} {path.name!r} is not a readable safetensors file: {exc}")
+            raise BaseModelError(
+                f"{what} {path.name!r} is not a readable safetensors file: {exc}"
+            ) from exc
 
 
-def load_sdxl(
-    base: Path, base_config: Path | None = None, vae: Path | None = None
-) -> SdxlModel:
+def load_sdxl(base: Path, base_config: Path | None = None, vae: Path | None = None) -> SdxlModel:
     """Load all SDXL components in fp32 on the CPU (the caller moves and casts)."""
     check_safetensors(base, "base model")
     tokenizer, tokenizer_2 = build_sdxl_tokenizers()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 from transformers import CLIPTokenizer
 
@@ -39,7 +40,7 @@ def _byte_alphabet() -> list[str]:
 
 
 @lru_cache(maxsize=1)
-def _vocab_and_merges() -> tuple[dict[str, int], tuple[str, ...]]:
+def _vocab_and_merges() -> tuple[dict[str, int], tuple[str, ...]]:  # merges as "a b" lines
     raw = resources.files("trainer").joinpath("assets", _BPE_FILE).read_bytes()
     lines = gzip.decompress(raw).decode("utf-8").split("\n")
     merges = tuple(lines[1 : _MERGE_COUNT + 1])
@@ -52,9 +53,10 @@ def _vocab_and_merges() -> tuple[dict[str, int], tuple[str, ...]]:
 
 def build_clip_tokenizer(pad_token: str = EOS) -> CLIPTokenizer:
     vocab, merges = _vocab_and_merges()
+    pairs: Any = [tuple(merge.split()) for merge in merges]  # typed as str upstream; pairs work
     tokenizer = CLIPTokenizer(
         vocab=dict(vocab),
-        merges=[tuple(m.split()) for m in merges],
+        merges=pairs,
         pad_token=pad_token,
         unk_token=EOS,
     )

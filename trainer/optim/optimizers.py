@@ -62,7 +62,9 @@ OPTIMIZERS: dict[str, Callable[[ParamGroups, dict[str, Any]], torch.optim.Optimi
 }
 
 
-def build_optimizer(name: str, groups: ParamGroups, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str, groups: ParamGroups, kwargs: dict[str, Any]
+) -> torch.optim.Optimizer:
     return OPTIMIZERS[name](groups, dict(kwargs))
 
 
