@@ -119,12 +119,19 @@ def parameter_groups(config: TrainingConfig, network: LoraNetwork) -> tuple[list
 
 
 def build_session(
-    job: TrainingJob, scan: DatasetScan, plan: TrainingPlan, reporter: Reporter, seed: int
+    job: TrainingJob,
+    scan: DatasetScan,
+    plan: TrainingPlan,
+    reporter: Reporter,
+    seed: int,
+    model: SdxlModel | None = None,
 ) -> Session:
+    """Everything the loop needs; ``model`` skips loading (benchmarks build one in memory)."""
     config = job.config
     device = pick_device()
     precision = resolve_precision(config.mixed_precision, device, reporter)
-    model = load_sdxl(job.base_model, job.base_config, job.vae)
+    if model is None:
+        model = load_sdxl(job.base_model, job.base_config, job.vae)
     prepare_model(model, config, device, precision)
     network = build_network(model, job)
     images = bucket_images(scan.images, config)

@@ -1,0 +1,133 @@
+"""Full-size SDXL on a CUDA GPU: the seed payload at 1024x1024, batch 3.
+
+    python bench/gpu_sdxl.py [--steps 20] [--cap-gib 16] [--variant seed ...]
+
+Builds the real SDXL architecture from the configs the project ships, with
+random weights (nothing is downloaded), and trains it with the trainer's own
+session and loop on synthetic 1024x1024 images. Prints s/step, images/s, and
+peak allocated / reserved memory. ``--cap-gib 16`` caps the process the way a
+16 GiB RTX 4070 Ti Super would (``torch.cuda.set_per_process_memory_fraction``).
+Targets (issue 2): peak reserved <= 15.5 GiB with the cap, <= 0.35 s/step on an
+H100 (compute limit ~0.064 s/step: 63.5 TFLOP per seed step at 989 TFLOP/s).
+
+Variants (issue 4's memory table): seed, unet_only_cached_te, full_bf16,
+fp8_base, adafactor - each that the payload model accepts is run in turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.factories import make_dataset, seed_payload  # noqa: E402
+from trainer.config import PayloadError, parse_payload  # noqa: E402
+from trainer.data.folders import scan_dataset  # noqa: E402
+from trainer.hooks import StepCompleted, null_reporter  # noqa: E402
+from trainer.loop import run_training  # noqa: E402
+from trainer.models.configs import SDXL_BASE_CONFIG, read_component_config  # noqa: E402
+from trainer.models.loading import SdxlModel, training_noise_scheduler  # noqa: E402
+from trainer.models.tokenizers import build_sdxl_tokenizers  # noqa: E402
+from trainer.plan import plan_from_scan  # noqa: E402
+from trainer.run import TrainingJob, build_session, seed_everything  # noqa: E402
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "seed": {},
+    "unet_only_cached_te": {"text_encoder_lr": 0, "sdxl_cache_text_encoder_outputs": True,
+                            "shuffle_caption": False},
+    "full_bf16": {"mixed_precision": "bf16", "full_bf16": True},
+    "fp8_base": {"fp8_base": True},
+    "adafactor": {"optimizer": "Adafactor",
+                  "optimizer_args": "scale_parameter=False relative_step=False warmup_init=False",
+                  "lr_scheduler": "constant_with_warmup", "lr_warmup": 0},
+}  # fmt: skip
+
+
+def random_sdxl() -> SdxlModel:
+    """The real SDXL architecture with random weights, built straight on the GPU."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    def config(name: str) -> dict[str, Any]:
+        data = read_component_config(SDXL_BASE_CONFIG, name)
+        data.pop("torch_dtype", None)
+        return data
+
+    tok1, tok2 = build_sdxl_tokenizers()
+    with torch.device("cuda"):
+        return SdxlModel(
+            unet=UNet2DConditionModel.from_config(config("unet")),
+            vae=AutoencoderKL.from_config(config("vae")),
+            text_encoder=CLIPTextModel(CLIPTextConfig(**config("text_encoder"))),
+            text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**config("text_encoder_2"))),
+            tokenizer=tok1,
+            tokenizer_2=tok2,
+            noise_scheduler=training_noise_scheduler(),
+        )
+
+
+def run_variant(name: str, steps: int, data: Path, out: Path) -> dict[str, Any]:
+    payload = {**seed_payload(), **VARIANTS[name], "max_train_steps": steps,
+               "save_every_n_epochs": 0, "output_name": name}  # fmt: skip
+    try:
+        config = parse_payload(payload).config
+    except PayloadError as exc:
+        return {"variant": name, "skipped": "; ".join(str(p) for p in exc.problems)}
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    job = TrainingJob(config, Path("random-sdxl"), data, out / name)
+    scan = scan_dataset(data, config.caption_extension)
+    seed_everything(0)
+    session = build_session(
+        job, scan, plan_from_scan(config, scan), null_reporter, 0, random_sdxl()
+    )
+    times: list[float] = []
+    run_training(
+        session,
+        lambda e: times.append(e.s_per_step) if isinstance(e, StepCompleted) else None,
+        lambda: None,
+    )
+    timed = times[3:] or times
+    s_per_step = sorted(timed)[len(timed) // 2]
+    result = {
+        "variant": name,
+        "s_per_step": round(s_per_step, 4),
+        "images_per_s": round(config.train_batch_size / s_per_step, 2),
+        "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
+    }
+    del session
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--cap-gib", type=float, default=None, help="cap process GPU memory")
+    parser.add_argument("--variant", action="append", choices=sorted(VARIANTS))
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench/gpu_sdxl.py needs a CUDA GPU")
+    if args.cap_gib:
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gib * 2**30 / total))
+    print(f"device: {torch.cuda.get_device_name(0)}, cap: {args.cap_gib or 'none'} GiB")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_dataset(Path(tmp) / "data", {"1_bench": 6}, sizes=[(1024, 1024)])
+        for name in args.variant or list(VARIANTS):
+            started = time.perf_counter()
+            result = run_variant(name, args.steps, data, Path(tmp) / "out")
+            result["wall_s"] = round(time.perf_counter() - started, 1)
+            print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
