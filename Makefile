@@ -1,0 +1,34 @@
+# Set-up and everyday commands. `make up` and `make test` work on a fresh machine:
+# they create .venv, install torch first (so no range pulls a different build),
+# then lorabox itself with its development tools.
+
+VENV ?= .venv
+PYTHON ?= python3
+# The CPU wheel in CI and on dev machines; on the GPU box: make up TORCH="torch --index-url ..."
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lorabox-installed
+
+.PHONY: up test lint bench-overhead
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+up: $(STAMP)
+	$(VENV)/bin/lorabox up
+
+test: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check api worker trainer tests bench
+	$(VENV)/bin/ruff format --check api worker trainer tests bench
+	$(VENV)/bin/mypy api worker trainer
+	$(VENV)/bin/lint-imports
+
+bench-overhead: $(STAMP)
+	$(PY) bench/trainer_overhead.py
