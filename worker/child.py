@@ -10,6 +10,8 @@ import errno
 import logging
 import os
 import sys
+import threading
+import time
 import traceback
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
@@ -39,6 +41,18 @@ def redirect_output(log_path: str) -> None:
     )
 
 
+def exit_with_parent(interval_s: float = 1.0) -> None:
+    """If the worker dies (SIGKILL, OOM kill), its trainer must not train on unsupervised."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def error_code(exc: BaseException) -> str:
     """Codes for the failures the trainer didn't translate itself."""
     if type(exc).__name__ == "OutOfMemoryError" and "cuda" in type(exc).__module__:
@@ -54,6 +68,7 @@ def _path(spec: dict[str, Any], key: str) -> Path | None:
 
 
 def train_in_child(spec: dict[str, Any], events: EventQueue, stop_flag: Synchronized[int]) -> None:
+    exit_with_parent()
     redirect_output(spec["log_path"])
     from trainer.config import TrainingConfig
     from trainer.errors import TrainerError, TrainingCancelled

@@ -18,8 +18,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if settings.broker_url.startswith(("redis://", "rediss://")):
         options["visibility_timeout"] = settings.broker_visibility_timeout_s
-    if settings.broker_url.startswith("sqla+"):
-        options["polling_interval"] = 0.5  # kombu's default is 1 s: the submit->start latency
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": options,
