@@ -13,7 +13,7 @@ from api.db import Database
 from api.jobs.broker import Broker
 from api.limits import JsonBodyLimit
 from api.routes import catalog, datasets, jobs, system
-from api.routes.deps import AppContext
+from api.routes.deps import AppContext, AuthCache
 from api.settings import Settings, get_settings
 
 
@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             db=Database(settings.database_url),
             broker=Broker(settings),
             hashes=HashCache(settings.cache_dir / "model-hashes.json"),
+            auth=AuthCache(settings.auth_cache_s),
         )
         app.state.ctx = ctx
         try:

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # the claim makes that harmless, a long value just avoids the noise.
     broker_visibility_timeout_s: int = 7 * 24 * 3600
 
+    # Seconds a token stays trusted in an API process after a lookup (revocation delay).
+    auth_cache_s: float = 5.0
     max_json_bytes: int = 1 * MiB
     max_json_depth: int = 64
     max_upload_bytes: int = 4 * GiB

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -25,7 +27,7 @@ def set_paused(session: Session, *, user: User, paused: bool) -> bool:
     return paused
 
 
-def queue_position(session: Session, job: Job) -> int | None:
+def queue_position(session: Session, job: Any) -> int | None:
     """1-based place among all queued jobs, in submission order; None unless queued."""
     if job.status != JobStatus.QUEUED:
         return None

@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from api.db.models import Artifact, Job, JobStatus
+from api.db.models import Artifact, Job, JobStatus, User
+from api.exceptions import NotFound
 from api.jobs.queue import queue_position, queued_ids_in_order
 from api.jobs.service import error_of, owner_names
 from api.schemas.jobs import ArtifactRead, JobRead, PlanRead, ProgressRead
 
 
-def _progress(job: Job) -> ProgressRead:
+def _progress(job: Any) -> ProgressRead:
     if job.progress:
         return ProgressRead.model_validate(job.progress)
     return ProgressRead(phase="queued" if job.status == JobStatus.QUEUED else None)
 
 
-def job_read(job: Job, *, owner: str, position: int | None) -> JobRead:
+def job_read(job: Any, *, owner: str, position: int | None) -> JobRead:
+    """``job``: a Job row object, or a Core row with the same columns."""
     return JobRead(
         id=job.id,
         name=job.name,
         owner=owner,
-        status=job.status,  # type: ignore[arg-type]
+        status=job.status,
         queue_position=position,
         attempt=job.attempt,
         cancel_requested=job.cancel_requested,
@@ -42,6 +46,20 @@ def job_read(job: Job, *, owner: str, position: int | None) -> JobRead:
 def one_job(session: Session, job: Job) -> JobRead:
     owners = owner_names(session, {job.owner_id})
     return job_read(job, owner=owners.get(job.owner_id, "?"), position=queue_position(session, job))
+
+
+_JOB_WITH_OWNER = sa.select(Job.__table__, User.name.label("owner_name")).join(
+    User, User.id == Job.owner_id
+)
+
+
+def fetch_job_read(session: Session, *, user: User, job_id: str) -> JobRead:
+    """One job for polling: a single Core query (job + owner), no ORM identity map."""
+    row = session.execute(_JOB_WITH_OWNER.where(Job.id == job_id)).first()
+    if row is None or not (user.is_admin or row.owner_id == user.id):
+        raise NotFound("job not found")
+    position = queue_position(session, row) if row.status == JobStatus.QUEUED else None
+    return job_read(row, owner=row.owner_name, position=position)
 
 
 def many_jobs(session: Session, jobs: Sequence[Job]) -> list[JobRead]:

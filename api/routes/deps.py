@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -12,7 +14,30 @@ from api.catalog.hashing import HashCache
 from api.db import Database, User
 from api.jobs.broker import Broker
 from api.settings import Settings
-from api.users import authenticate
+from api.users import authenticate, digest
+
+
+class AuthCache:
+    """Token digest -> user for a few seconds: polling scripts authenticate on every request.
+
+    A revoked token stops working within ``ttl_s``."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, User]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> User | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: str, user: User) -> None:
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + self.ttl_s, user)
 
 
 @dataclass
@@ -21,6 +46,7 @@ class AppContext:
     db: Database
     broker: Broker
     hashes: HashCache
+    auth: AuthCache = field(default_factory=lambda: AuthCache(0))
 
 
 def get_ctx(request: Request) -> AppContext:
@@ -31,15 +57,21 @@ def get_ctx(request: Request) -> AppContext:
 _bearer = HTTPBearer(auto_error=False, description="a token from `lorabox user add NAME`")
 
 
-def current_user(
+async def current_user(
     ctx: Annotated[AppContext, Depends(get_ctx)],
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
+    # async, with one indexed read inline: a thread hop per request costs more than the query.
     challenge = {"WWW-Authenticate": "Bearer"}
     if creds is None:
         raise HTTPException(401, "missing bearer token", headers=challenge)
-    with ctx.db.reading() as session:
-        user = authenticate(session, creds.credentials)
+    key = digest(creds.credentials)
+    user = ctx.auth.get(key)
+    if user is None:
+        with ctx.db.reading() as session:
+            user = authenticate(session, creds.credentials)
+        if user is not None:
+            ctx.auth.put(key, user)
     if user is None:
         raise HTTPException(401, "invalid or revoked token", headers=challenge)
     return user

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from api.jobs import artifacts as artifact_service
 from api.jobs import service
 from api.jobs.validation import JobRequest, validate_job
-from api.jobs.views import artifact_read, many_jobs, one_job
+from api.jobs.views import artifact_read, fetch_job_read, many_jobs, one_job
 from api.routes.deps import Ctx, CurrentUser
 from api.schemas.jobs import ArtifactList, JobCreate, JobList, JobRead, JobStatusName, PlanRead
 
@@ -83,9 +83,11 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobRead)
-def get_job(job_id: str, ctx: Ctx, user: CurrentUser) -> JobRead:
+async def get_job(job_id: str, ctx: Ctx, user: CurrentUser) -> Response:
+    """The job. Scripts poll this: it runs inline (one indexed read), no thread hop."""
     with ctx.db.reading() as session:
-        return one_job(session, service.get_job(session, user=user, job_id=job_id))
+        job = fetch_job_read(session, user=user, job_id=job_id)
+    return Response(job.model_dump_json(), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
