@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import make_dataset, tiny_payload
+from tests.trainer.effects import coverage_problems
 from trainer.config import parse_payload
 from trainer.hooks import Event
 from trainer.models.tiny import write_tiny_sdxl
@@ -39,3 +40,18 @@ def trained_run(tiny_model: Path, toy_dataset: Path, tmp_path_factory) -> Traine
     events: list[Event] = []
     result = train(job, reporter=events.append)
     return TrainedRun(job, result, events)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "shows_effect(*keys): the test shows a non-default value's effect"
+    )
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Collection fails while an honoured key has no test showing its effect."""
+    problems = coverage_problems(Path(__file__).parent)
+    if problems:
+        raise pytest.UsageError("effect-test coverage:\n  " + "\n  ".join(problems))

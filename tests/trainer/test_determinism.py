@@ -11,6 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.factories import tiny_payload
+from tests.trainer.effects import shows_effect
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +31,7 @@ def run_cli(tmp_path: Path, name: str, tiny_model: Path, data: Path, seed: int) 
     return out / "toy.safetensors", completed.stdout
 
 
+@shows_effect("seed")
 def test_two_processes_give_identical_tensors_and_another_seed_differs(
     tiny_model, toy_dataset, tmp_path
 ):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.factories import tiny_payload
+from tests.trainer.effects import shows_effect
 from trainer.config import parse_payload
 from trainer.loss import all_snr, debiased_weight, loss_weights, min_snr_weight, offset_noise
 from trainer.models.loading import training_noise_scheduler
@@ -35,12 +36,14 @@ def test_betas_follow_the_scaled_linear_formula():
     assert torch.allclose(betas, expected, rtol=1e-5)
 
 
+@shows_effect("debiased_estimation_loss")
 def test_debiased_weights_match_the_reference(snr):
     # Reference §5: about 0.032 at t=0, 1.6 at t=500, 14.6 at t=999 (SNR capped at 1000).
     weights = debiased_weight(snr[[0, 500, 999]])
     assert weights.tolist() == pytest.approx([1 / math.sqrt(1000), 1.6, 14.6], rel=0.02)
 
 
+@shows_effect("min_snr_gamma")
 def test_min_snr_gamma_weight_is_min_snr_gamma_over_snr():
     snr = torch.tensor([0.5, 5.0, 50.0])
     assert min_snr_weight(snr, 5.0).tolist() == pytest.approx([1.0, 1.0, 0.1])
@@ -54,6 +57,7 @@ def test_weights_combine_min_snr_then_debiased():
     assert loss_weights(snr, None, False).tolist() == [1.0, 1.0]
 
 
+@shows_effect("noise_offset")
 def test_noise_offset_shifts_each_channel_by_a_constant():
     torch.manual_seed(0)
     noise = torch.zeros(2, 4, 8, 8)
@@ -65,6 +69,7 @@ def test_noise_offset_shifts_each_channel_by_a_constant():
     assert torch.allclose(shifted[:, :, :1, :1], expected)
 
 
+@shows_effect("noise_offset_random_strength")
 def test_noise_offset_random_strength_scales_by_one_uniform_draw():
     torch.manual_seed(3)
     shifted = offset_noise(torch.zeros(1, 4, 2, 2), 0.2, True, None)
@@ -83,6 +88,7 @@ def config(**overrides):
     return parse_payload(tiny_payload(**overrides)).config
 
 
+@shows_effect("train_batch_size", "epoch", "gradient_accumulation_steps")
 def test_total_steps_follow_the_gui_formula():
     # Reference §1.3: 300 images x repeats, batch 3, 36 epochs -> 3600 steps.
     assert total_steps(config(train_batch_size=3, epoch=36), 300, batches=103) == 3600
@@ -95,6 +101,7 @@ def test_total_steps_follow_the_gui_formula():
     assert total_steps(config(train_batch_size=2, epoch=3), 10, 5, with_reg=True) == 30
 
 
+@shows_effect("max_train_steps", "max_train_epochs")
 def test_max_train_steps_and_max_train_epochs_override_the_estimate():
     assert total_steps(config(max_train_steps=77), 300, 103) == 77
     assert (
@@ -102,6 +109,7 @@ def test_max_train_steps_and_max_train_epochs_override_the_estimate():
     )
 
 
+@shows_effect("lr_warmup", "lr_warmup_steps")
 def test_warmup_is_a_rounded_percentage_of_total_steps():
     assert warmup_steps(3600, 10) == 360
     assert warmup_steps(25, 10) == 2  # round(2.5) rounds to even, as the GUI's Python does
@@ -123,6 +131,7 @@ def lr_curve(name: str, total: int, warmup: int, **kwargs) -> list[float]:
     return values
 
 
+@shows_effect("lr_scheduler", "lr_scheduler_num_cycles", "lr_scheduler_power")
 def test_schedules_with_warmup_follow_their_formulas():
     total, warm = 10, 2
     p = [(s - warm) / (total - warm) for s in range(total)]

@@ -6,6 +6,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.factories import tiny_payload
+from tests.trainer.effects import shows_effect
 from trainer.config import parse_payload
 from trainer.errors import TrainingCancelled
 from trainer.hooks import ArtifactSaved, PhaseChanged, StepCompleted, TrainingStarted
@@ -94,6 +95,7 @@ def test_text_encoder_lr_zero_trains_only_the_unet(tiny_model, toy_dataset, tmp_
     assert keys and all(k.startswith("lora_unet_") for k in keys)
 
 
+@shows_effect("network_weights")
 def test_network_weights_continue_from_an_existing_kohya_lora(
     trained_run, tiny_model, toy_dataset, tmp_path
 ):

@@ -12,6 +12,7 @@ from diffusers import StableDiffusionXLPipeline
 from safetensors.torch import load_file
 
 from tests.factories import make_dataset, tiny_payload
+from tests.trainer.effects import shows_effect
 from trainer.config import parse_payload
 from trainer.models.loading import load_sdxl
 from trainer.models.tiny import build_tiny_components
@@ -50,6 +51,7 @@ def test_a_diffusers_folder_trains_like_the_single_file(tiny_model, toy_dataset,
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
 
 
+@shows_effect("cache_latents_to_disk")
 def test_latents_cached_to_disk_are_reused_and_give_the_same_training(tiny_model, tmp_path):
     data = make_dataset(tmp_path / "data", {"1_a": 3})
     config = parse_payload(

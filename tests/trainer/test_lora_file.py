@@ -10,6 +10,7 @@ from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from tests.trainer.effects import shows_effect
 from trainer.lora.kohya_file import read_metadata
 from trainer.models.configs import config_dir_for
 from trainer.models.tokenizers import build_sdxl_tokenizers
@@ -64,6 +65,7 @@ def test_lora_keys_match_the_names_derived_from_the_base_checkpoint(trained_run)
         } <= state.keys()
 
 
+@shows_effect("network_alpha", "network_dim")
 def test_lora_tensors_are_saved_in_save_precision_with_the_payload_alpha(trained_run):
     state = load_file(str(trained_run.result.lora_path))
     assert {tensor.dtype for tensor in state.values()} == {torch.float16}
@@ -138,6 +140,7 @@ def test_metadata_holds_no_absolute_paths_or_secrets(trained_run):
     assert "wandb" not in " ".join(meta)
 
 
+@shows_effect("output_name", "save_every_n_epochs")
 def test_epoch_checkpoints_use_kohya_names(trained_run):
     out = trained_run.job.output_dir
     # 10 images x repeats / batch 2 = 5 batches, 2 epochs, a checkpoint every epoch but the last.

@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from tests.trainer.effects import shows_effect
 from trainer.data.captions import process_caption, shuffle_tags
 from trainer.models.text import chunked_input_ids, encode_text
 from trainer.models.tiny import tiny_configs
@@ -50,6 +51,7 @@ def test_second_tokenizer_chunks_end_with_eos_and_empty_chunks_start_with_eos(to
     assert empty_second[0] == BOS and empty_second[1] == EOS and empty_second[2] == 0
 
 
+@shows_effect("max_token_length")
 def test_encoded_context_has_max_token_length_plus_two_positions(tokenizers):
     configs = tiny_configs()
     torch.manual_seed(0)
@@ -70,6 +72,7 @@ def test_encoded_context_has_max_token_length_plus_two_positions(tokenizers):
     assert torch.allclose(context[0, :76, :32], single[0, :76], atol=1e-6)
 
 
+@shows_effect("shuffle_caption", "keep_tokens")
 def test_shuffle_keeps_the_first_keep_tokens_tags_in_place():
     caption = "a, b, c, d, e, f, g, h"
     rng = random.Random(0)

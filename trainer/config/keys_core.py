@@ -39,7 +39,7 @@ _OPTIMIZER_REASON = (
 # fmt: off
 CORE: tuple[KeySpec, ...] = (
     # --- model and identity -------------------------------------------------
-    text("pretrained_model_name_or_path", "", "Base model name; the host supplies the model file, so the name is metadata only (ss_sd_model_name). Default '' (GUI: runwayml/stable-diffusion-v1-5)."),
+    text("pretrained_model_name_or_path", "", "Base model name; the host supplies the model file, so the name is metadata only (ss_sd_model_name). Default '' (GUI: runwayml/stable-diffusion-v1-5).", same_result="the server supplies the base model file; ss_sd_model_name is that file's name"),
     flag("sdxl", True, "Train SDXL (sdxl_train_network.py). lorabox trains SDXL only, so an omitted key means true (GUI default false).", supported=(True,), reason="only SDXL training is implemented; set sdxl to true", field=None),
     flag("v2", False, "Stable Diffusion 2.x base model; sd-scripts asserts it is off for SDXL.", supported=(False,), reason="SD 2.x models are not SDXL (sd-scripts asserts v2 is off for SDXL)", field=None),
     text("vae", "", "Replacement VAE file (.safetensors); '' keeps the base model's VAE.", unset=None),
@@ -104,9 +104,9 @@ CORE: tuple[KeySpec, ...] = (
     flag("gradient_checkpointing", False, "Recompute activations in the backward pass to save memory."),
     flag("cache_latents", True, "Encode every image with the VAE once before training (in memory)."),
     flag("cache_latents_to_disk", False, "Also keep the cached latents on disk; implies cache_latents (as sd-scripts)."),
-    flag("sdxl_no_half_vae", False, "Keep the VAE in fp32 (the SDXL VAE can overflow in fp16).", field="no_half_vae"),
-    KeySpec("xformers", "attention", "xformers", "Attention kernel: 'none', 'sdpa', 'xformers' (or true/false); lorabox always uses PyTorch SDPA, which computes the same attention.", choices=("none", "sdpa", "xformers"), field=None),
-    flag("mem_eff_attn", False, "sd-scripts' memory-efficient attention; maps to PyTorch SDPA like xformers.", field=None),
+    flag("sdxl_no_half_vae", False, "Keep the VAE in fp32 (the SDXL VAE can overflow in fp16).", field="no_half_vae", same_result="lorabox always runs the VAE in fp32, which is what this asks"),
+    KeySpec("xformers", "attention", "xformers", "Attention kernel: 'none', 'sdpa', 'xformers' (or true/false); lorabox always uses PyTorch SDPA, which computes the same attention.", choices=("none", "sdpa", "xformers"), field=None, same_result="every choice runs PyTorch SDPA, which computes the same attention as xformers"),
+    flag("mem_eff_attn", False, "sd-scripts' memory-efficient attention; maps to PyTorch SDPA like xformers.", field=None, same_result="PyTorch SDPA is always memory-efficient"),
     # --- saving --------------------------------------------------------------------
     choice("save_model_as", "safetensors", ("ckpt", "pt", "safetensors"), "File format of the LoRA.", supported=("safetensors",), reason="only .safetensors files are written (pickle formats are never produced)", field=None),
     integer("save_every_n_epochs", 1, 0, 10000, "Save <output_name>-<epoch:06d>.safetensors after every n-th epoch (not the last); 0 = off (None).", unset=None),

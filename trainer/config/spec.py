@@ -68,6 +68,7 @@ class KeySpec:
     secret: bool = False
     gui: bool = True
     casefold: bool = False
+    same_result: str = ""  # honoured, but every value trains the same: why (docs, effect check)
 
     def __post_init__(self) -> None:
         if self.field == "":
@@ -78,6 +79,17 @@ class KeySpec:
     def is_default(self, value: Any) -> bool:
         """True when ``value`` means the same as the Kohya default."""
         return bool(value == self.default or value in self.inert)
+
+    def needs_effect_test(self) -> bool:
+        """Honoured with a value other than the default that changes the run.
+
+        Keys whose only supported value is the default (``sdxl``, ``v2``) and keys
+        documented as training the same with every value (``same_result``) have
+        no observable effect to show.
+        """
+        if self.status is not Status.HONOURED or self.same_result:
+            return False
+        return self.supported is None or any(not self.is_default(v) for v in self.supported)
 
     def refusal(self, value: Any) -> str | None:
         """The reason ``value`` cannot be trained, or None when it can."""
