@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 SNR_CAP = 1000.0  # sd-scripts caps SNR at 1000 for the debiased weight
 
@@ -13,19 +14,76 @@ def all_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 
 
 def offset_noise(
-    noise: torch.Tensor, offset: float, random_strength: bool, generator: torch.Generator | None
+    noise: torch.Tensor,
+    offset: float,
+    random_strength: bool,
+    generator: torch.Generator | None,
+    latents: torch.Tensor | None = None,
+    adaptive_scale: float = 0.0,
 ) -> torch.Tensor:
     """Add a per-(sample, channel) constant shift: eps + o * N(0, 1)[B, C, 1, 1].
 
     With ``random_strength`` the offset is scaled by one U(0, 1) draw per batch.
+    With ``adaptive_scale`` a (needs ``latents``) each (sample, channel) gets
+    o + a * |mean_hw(latents)|, clamped at 0 (sd-scripts ``apply_noise_offset``).
     """
     if offset == 0:
         return noise
-    strength = offset
+    strength: float | torch.Tensor = offset
     if random_strength:
         strength = offset * torch.rand(1, generator=generator).item()
+    if adaptive_scale and latents is not None:
+        mean = latents.float().mean(dim=(2, 3), keepdim=True).abs()
+        strength = torch.clamp(strength + adaptive_scale * mean, min=0.0).to(noise.device)
     shift = torch.randn(noise.shape[0], noise.shape[1], 1, 1, generator=generator)
     return noise + strength * shift.to(noise.device, noise.dtype)
+
+
+def multires_noise(
+    noise: torch.Tensor, iterations: int, discount: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Pyramid noise (sd-scripts ``pyramid_noise_like``), rescaled to unit std.
+
+    For i = 0..n-1: r ~ U(2, 4); add N(0,1) of size (h/r^i, w/r^i), upsampled
+    bilinearly, times discount^i; stop after the 1-pixel level.
+    """
+    if iterations <= 0:
+        return noise
+    batch, channels, height, width = noise.shape
+    result = noise.float().clone()
+    for i in range(iterations):
+        r = 2.0 + 2.0 * torch.rand(1, generator=generator).item()
+        h, w = max(1, int(height / r**i)), max(1, int(width / r**i))
+        level = torch.randn(batch, channels, h, w, generator=generator).to(noise.device)
+        up = F.interpolate(level, size=(height, width), mode="bilinear")
+        result = result + up * discount**i
+        if h == 1 or w == 1:
+            break
+    return (result / result.std()).to(noise.dtype)
+
+
+def input_perturbation(
+    noise: torch.Tensor, gamma: float, random_strength: bool, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The noise that makes the noisy latents: eps + gamma * N(0, 1) (the target keeps eps).
+
+    With ``random_strength`` gamma is scaled by one U(0, 1) draw per batch.
+    """
+    if gamma == 0:
+        return noise
+    strength = gamma
+    if random_strength:
+        strength = gamma * torch.rand(1, generator=generator).item()
+    extra = torch.randn(noise.shape, generator=generator).to(noise.device, noise.dtype)
+    return noise + strength * extra
+
+
+def velocity(
+    latents: torch.Tensor, noise: torch.Tensor, alphas_cumprod_t: torch.Tensor
+) -> torch.Tensor:
+    """The v-prediction target: v = sqrt(ab_t) * eps - sqrt(1 - ab_t) * x0."""
+    ab = alphas_cumprod_t.to(latents.device, torch.float32).view(-1, 1, 1, 1)
+    return ab.sqrt() * noise.float() - (1.0 - ab).sqrt() * latents.float()
 
 
 def sample_timesteps(
@@ -35,9 +93,15 @@ def sample_timesteps(
     return torch.randint(min_timestep, max_timestep, (batch,), generator=generator)
 
 
-def min_snr_weight(snr: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma for epsilon prediction: min(SNR, gamma) / SNR."""
-    return torch.clamp(snr, max=gamma) / snr
+def min_snr_weight(snr: torch.Tensor, gamma: float, v_prediction: bool = False) -> torch.Tensor:
+    """Min-SNR-gamma: min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v-prediction."""
+    return torch.clamp(snr, max=gamma) / (snr + 1 if v_prediction else snr)
+
+
+def v_pred_scale(snr: torch.Tensor) -> torch.Tensor:
+    """s_t = SNR' / (SNR' + 1) with SNR' = min(SNR, 1000) (sd-scripts ``get_snr_scale``)."""
+    capped = torch.clamp(snr, max=SNR_CAP)
+    return capped / (capped + 1)
 
 
 def debiased_weight(snr: torch.Tensor) -> torch.Tensor:
@@ -45,14 +109,34 @@ def debiased_weight(snr: torch.Tensor) -> torch.Tensor:
     return 1.0 / torch.sqrt(torch.clamp(snr, max=SNR_CAP))
 
 
-def loss_weights(snr: torch.Tensor, min_snr_gamma: float | None, debiased: bool) -> torch.Tensor:
-    """Per-sample weights applied in sd-scripts' order."""
+def loss_weights(
+    snr: torch.Tensor,
+    min_snr_gamma: float | None,
+    debiased: bool,
+    *,
+    v_prediction: bool = False,
+    scale_v_pred_like_noise_pred: bool = False,
+    v_pred_like_loss: float = 0.0,
+) -> torch.Tensor:
+    """Per-sample weights applied in sd-scripts' order (reference §5 step 10).
+
+    ``v_pred_like_loss`` k adds k * loss / s_t, i.e. weighs the loss by (1 + k / s_t).
+    """
     weight = torch.ones_like(snr)
     if min_snr_gamma:
-        weight = weight * min_snr_weight(snr, min_snr_gamma)
+        weight = weight * min_snr_weight(snr, min_snr_gamma, v_prediction)
+    if scale_v_pred_like_noise_pred:
+        weight = weight * v_pred_scale(snr)
+    if v_pred_like_loss:
+        weight = weight * (1.0 + v_pred_like_loss / v_pred_scale(snr))
     if debiased:
         weight = weight * debiased_weight(snr)
     return weight
+
+
+def prior_weights(is_reg: list[bool], prior_loss_weight: float) -> torch.Tensor:
+    """Per-sample loss weight: ``prior_loss_weight`` for regularization images, else 1."""
+    return torch.tensor([prior_loss_weight if reg else 1.0 for reg in is_reg])
 
 
 def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from typing import Any
 
 from trainer.config import TrainingConfig
 from trainer.data.batches import batches_per_epoch, bucket_counts, bucket_images
-from trainer.data.folders import DatasetScan, scan_dataset
+from trainer.data.folders import DatasetScan, ImageRecord, balance_regularization, scan_dataset
 from trainer.hooks import Notice
 from trainer.optim.schedule_math import warmup_steps
 
@@ -70,11 +70,17 @@ def epochs_for(steps: int, batches: int, accumulation: int) -> int:
     return math.ceil(steps / math.ceil(batches / accumulation))
 
 
+def training_records(scan: DatasetScan, reg_scan: DatasetScan | None) -> tuple[ImageRecord, ...]:
+    """The training images, then the regularization images balanced against them."""
+    if reg_scan is None:
+        return scan.images
+    return scan.images + balance_regularization(reg_scan.images, scan.images_x_repeats)
+
+
 def plan_from_scan(
     config: TrainingConfig, scan: DatasetScan, reg_scan: DatasetScan | None = None
 ) -> TrainingPlan:
-    records = scan.images + (reg_scan.images if reg_scan else ())
-    images = bucket_images(records, config)
+    images = bucket_images(training_records(scan, reg_scan), config)
     batches = batches_per_epoch(images, config.train_batch_size)
     steps = total_steps(config, scan.images_x_repeats, batches, with_reg=reg_scan is not None)
     warnings = [Notice(message) for message in scan.warnings]

@@ -29,7 +29,7 @@ from trainer.loss import all_snr
 from trainer.models.loading import SdxlModel, load_sdxl
 from trainer.optim.optimizers import build_optimizer, describe_optimizer
 from trainer.optim.schedulers import build_scheduler
-from trainer.plan import TrainingPlan, plan_from_scan
+from trainer.plan import TrainingPlan, plan_from_scan, training_records
 from trainer.session import Session
 
 __all__ = ["TrainingJob", "TrainingResult", "train"]
@@ -125,6 +125,7 @@ def build_session(
     reporter: Reporter,
     seed: int,
     model: SdxlModel | None = None,
+    reg_scan: DatasetScan | None = None,
 ) -> Session:
     """Everything the loop needs; ``model`` skips loading (benchmarks build one in memory)."""
     config = job.config
@@ -134,7 +135,7 @@ def build_session(
         model = load_sdxl(job.base_model, job.base_config, job.vae)
     prepare_model(model, config, device, precision)
     network = build_network(model, job)
-    images = bucket_images(scan.images, config)
+    images = bucket_images(training_records(scan, reg_scan), config)
     latents, latent_generator = None, torch.Generator().manual_seed(seed)
     if config.cache_latents or config.cache_latents_to_disk:
         reporter(PhaseChanged("caching"))
@@ -148,6 +149,7 @@ def build_session(
     facts = RunFacts(
         plan, scan, images, job.base_model, job.vae,
         describe_optimizer(optimizer, config.optimizer_args), seed, time.time(), precision,
+        reg_scan,
     )  # fmt: skip
     alphas = model.noise_scheduler.alphas_cumprod
     return Session(
@@ -170,12 +172,15 @@ def train(
     reporter(PhaseChanged("loading"))
     config = job.config
     scan = scan_dataset(job.data_dir, config.caption_extension)
-    plan = plan_from_scan(config, scan)
+    reg_scan = None
+    if job.reg_data_dir is not None:
+        reg_scan = scan_dataset(job.reg_data_dir, config.caption_extension, is_reg=True)
+    plan = plan_from_scan(config, scan, reg_scan)
     seed = config.seed if config.seed is not None else random.randint(0, 2**32 - 1)
     seed_everything(seed)
     job.output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        session = build_session(job, scan, plan, reporter, seed)
+        session = build_session(job, scan, plan, reporter, seed, reg_scan=reg_scan)
         return run_training(session, reporter, stop, step_hook)
     except torch.cuda.OutOfMemoryError as exc:
         raise OutOfMemoryError(_oom_message(exc)) from exc

@@ -9,7 +9,16 @@ import torch
 from trainer.data.batches import Batch
 from trainer.data.captions import process_caption
 from trainer.data.latents import encode, pixels_for
-from trainer.loss import loss_weights, offset_noise, per_sample_mse, sample_timesteps
+from trainer.loss import (
+    input_perturbation,
+    loss_weights,
+    multires_noise,
+    offset_noise,
+    per_sample_mse,
+    prior_weights,
+    sample_timesteps,
+    velocity,
+)
 from trainer.models.text import chunked_input_ids, encode_text, size_conditioning
 from trainer.session import Session
 
@@ -53,6 +62,34 @@ def batch_conditioning(s: Session, batch: Batch) -> tuple[torch.Tensor, torch.Te
     return context, pooled, time_ids.to(s.device)
 
 
+def training_noise(s: Session, latents: torch.Tensor) -> torch.Tensor:
+    """epsilon with the noise offset (adaptive if asked), then pyramid noise (§5 steps 1-3)."""
+    config = s.config
+    noise = torch.randn(latents.shape).to(s.device)
+    noise = offset_noise(
+        noise, config.noise_offset, config.noise_offset_random_strength, None,
+        latents=latents, adaptive_scale=config.adaptive_noise_scale,
+    )  # fmt: skip
+    return multires_noise(
+        noise, config.multires_noise_iterations, config.multires_noise_discount, None
+    )
+
+
+def sample_weights(s: Session, batch: Batch, timesteps: torch.Tensor) -> torch.Tensor:
+    """SNR-based weights (§5 step 10) times the prior weight of regularization images."""
+    config = s.config
+    weights = loss_weights(
+        s.snr[timesteps.cpu()],
+        config.min_snr_gamma,
+        config.debiased_estimation_loss,
+        v_prediction=config.v_parameterization,
+        scale_v_pred_like_noise_pred=config.scale_v_pred_loss_like_noise_pred,
+        v_pred_like_loss=config.v_pred_like_loss,
+    )
+    is_reg = [s.images[i].record.is_reg for i in batch.images]
+    return (weights * prior_weights(is_reg, config.prior_loss_weight)).to(s.device)
+
+
 def training_loss(s: Session, batch: Batch) -> torch.Tensor:
     """The weighted diffusion loss of one batch (not yet divided for accumulation)."""
     config = s.config
@@ -62,22 +99,26 @@ def training_loss(s: Session, batch: Batch) -> torch.Tensor:
         else nullcontext()
     )
     latents = batch_latents(s, batch).to(s.device)
+    scheduler = s.model.noise_scheduler
     with autocast:
         context, pooled, time_ids = batch_conditioning(s, batch)
-        noise = torch.randn(latents.shape).to(s.device)
-        noise = offset_noise(noise, config.noise_offset, config.noise_offset_random_strength, None)
+        noise = training_noise(s, latents)
         timesteps = sample_timesteps(
             latents.shape[0], config.min_timestep, config.max_timestep, None
         ).to(s.device)
-        noisy = s.model.noise_scheduler.add_noise(latents, noise, timesteps)
+        perturbed = input_perturbation(
+            noise, config.ip_noise_gamma, config.ip_noise_gamma_random_strength, None
+        )
+        noisy = scheduler.add_noise(latents, perturbed, timesteps)
         prediction = s.model.unet(
             noisy,
             timesteps,
             encoder_hidden_states=context,
             added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
         ).sample
-    loss = per_sample_mse(prediction, noise)
-    weights = loss_weights(
-        s.snr[timesteps.cpu()].to(s.device), config.min_snr_gamma, config.debiased_estimation_loss
-    )
-    return (loss * weights).mean()
+    if config.v_parameterization:
+        target = velocity(latents, noise, scheduler.alphas_cumprod[timesteps.cpu()])
+    else:
+        target = noise
+    loss = per_sample_mse(prediction, target)
+    return (loss * sample_weights(s, batch, timesteps)).mean()

@@ -90,7 +90,7 @@ CORE: tuple[KeySpec, ...] = (
     number("lr_warmup", 10, 0, 100, "Warmup as a percentage of the total steps (GUI); forced to 0 with a warning for the constant schedule.", field="lr_warmup_percent"),
     integer("lr_warmup_steps", 0, 0, 10_000_000, "sd-scripts spelling: absolute warmup steps, overriding lr_warmup; 0 = unset.", unset=None, gui=False),
     # --- noise, timesteps, loss ---------------------------------------------------
-    choice("noise_offset_type", "Original", ("Original", "Multires"), "Which noise family the GUI passes; only the offset family is implemented.", supported=("Original",), reason="Multires noise is not supported yet (issue 4)"),
+    choice("noise_offset_type", "Original", ("Original", "Multires"), "Which noise family the GUI shows; kohya_ss v24.1.7 passes both families' values whichever is chosen.", same_result="as kohya_ss v24.1.7, noise_offset and multires_noise_iterations each apply when set, whatever the type"),
     number("noise_offset", 0.0, 0, 1, "Noise offset strength o: ε += o·N(0,1) per (sample, channel)."),
     flag("noise_offset_random_strength", False, "Scale the offset by U(0,1) once per batch."),
     number("min_snr_gamma", 0.0, 0, 20, "Min-SNR loss weighting γ; 0 = off (None).", unset=None),

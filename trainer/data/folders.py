@@ -7,7 +7,7 @@ reference §4.1.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -118,3 +118,30 @@ def scan_dataset(root: Path, caption_extension: str, is_reg: bool = False) -> Da
             "'<repeats>_<name>', e.g. '10_mycharacter/'"
         )
     return DatasetScan(tuple(records), tuple(folders), tuple(warnings))
+
+
+def balance_regularization(
+    reg: tuple[ImageRecord, ...], images_x_repeats: int
+) -> tuple[ImageRecord, ...]:
+    """Regularization images registered until they match the training images.
+
+    sd-scripts (``DreamBoothDataset.__init__``, reference §4.1): a first pass
+    registers each reg image with its folder's repeats until the repeat-weighted
+    count reaches ``images_x_repeats``; later passes add one repeat to each
+    registered image in turn. Images the first pass never reached are unused.
+    """
+    repeats: list[int] = []
+    count = 0
+    for record in reg:
+        if count >= images_x_repeats:
+            break
+        repeats.append(record.repeats)
+        count += record.repeats
+    index = 0
+    while repeats and count < images_x_repeats:
+        repeats[index % len(repeats)] += 1
+        count += 1
+        index += 1
+    return tuple(
+        replace(record, repeats=n, is_reg=True) for record, n in zip(reg, repeats, strict=False)
+    )

@@ -36,6 +36,7 @@ class RunFacts:
     seed: int
     started_at: float
     mixed_precision: str  # the precision actually used (after any CPU fallback)
+    reg_scan: DatasetScan | None = None  # the regularization set, if any
 
 
 def legacy_model_hash(path: Path) -> str:
@@ -73,10 +74,14 @@ def _bucket_info(images: list[TrainingImage]) -> str:
     return json.dumps({"buckets": buckets, "mean_img_ar_error": 0.0})
 
 
+def _dirs(scan: DatasetScan | None) -> str:
+    folders = scan.folders if scan is not None else ()
+    return json.dumps(
+        {f.name: {"n_repeats": f.repeats, "img_count": f.image_count} for f in folders}
+    )
+
+
 def _dataset_fields(config: TrainingConfig, facts: RunFacts) -> dict[str, object]:
-    dirs = {
-        f.name: {"n_repeats": f.repeats, "img_count": f.image_count} for f in facts.scan.folders
-    }
     return {
         "ss_batch_size_per_device": config.train_batch_size,
         "ss_total_batch_size": config.train_batch_size * config.gradient_accumulation_steps,
@@ -90,8 +95,8 @@ def _dataset_fields(config: TrainingConfig, facts: RunFacts) -> dict[str, object
         "ss_min_bucket_reso": config.min_bucket_reso,
         "ss_max_bucket_reso": config.max_bucket_reso,
         "ss_keep_tokens": config.keep_tokens,
-        "ss_dataset_dirs": json.dumps(dirs),
-        "ss_reg_dataset_dirs": json.dumps({}),
+        "ss_dataset_dirs": _dirs(facts.scan),
+        "ss_reg_dataset_dirs": _dirs(facts.reg_scan),
         "ss_tag_frequency": json.dumps(_tag_frequency(facts.scan)),
         "ss_bucket_info": _bucket_info(facts.images),
     }
@@ -107,7 +112,7 @@ def _training_fields(config: TrainingConfig, facts: RunFacts) -> dict[str, objec
         "ss_text_encoder_lr": config.text_encoder_lr if config.train_text_encoder else None,
         "ss_unet_lr": config.unet_lr if config.train_unet else None,
         "ss_num_train_images": plan.images_x_repeats,
-        "ss_num_reg_images": 0,
+        "ss_num_reg_images": sum(i.record.repeats for i in facts.images if i.record.is_reg),
         "ss_num_batches_per_epoch": plan.batches_per_epoch,
         "ss_num_epochs": plan.epochs,
         "ss_gradient_checkpointing": config.gradient_checkpointing,
@@ -178,7 +183,7 @@ def _modelspec(config: TrainingConfig, started: float) -> dict[str, str]:
         "modelspec.title": config.metadata_title or config.output_name,
         "modelspec.date": datetime.fromtimestamp(started).isoformat(timespec="seconds"),
         "modelspec.resolution": f"{width}x{height}",
-        "modelspec.prediction_type": "epsilon",
+        "modelspec.prediction_type": "v" if config.v_parameterization else "epsilon",
         "modelspec.encoder_layer": str(config.clip_skip),
     }
     if config.min_timestep != 0 or config.max_timestep != 1000:
