@@ -107,3 +107,17 @@ def test_fp16_without_cuda_falls_back_to_fp32_with_a_warning(tiny_model, toy_dat
     notices = [e for e in events if isinstance(e, Notice)]
     assert any(n.field == "mixed_precision" and "fp32" in n.message for n in notices)
     assert result.steps == 2
+
+
+def test_a_checkpoint_whose_tensors_do_not_fit_the_configs_is_reported(
+    tiny_model, toy_dataset, tmp_path
+):
+    state = load_file(str(tiny_model))
+    del state[next(k for k in state if k.startswith("model.diffusion_model.out.2"))]
+    truncated = tmp_path / "truncated.safetensors"
+    save_file(state, str(truncated))
+    shutil.copytree(
+        tiny_model.with_name(tiny_model.stem + ".config"), tmp_path / "truncated.config"
+    )
+    with pytest.raises(BaseModelError, match="could not be loaded"):
+        train(job(tmp_path, truncated, toy_dataset))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionXLPipeline
+from diffusers.loaders.single_file_utils import SingleFileComponentError
 from safetensors import SafetensorError, safe_open
 from transformers import CLIPTokenizer
 
@@ -15,6 +16,11 @@ from trainer.models.configs import config_dir_for
 from trainer.models.tokenizers import build_sdxl_tokenizers
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+# What diffusers raises for a checkpoint whose tensors don't fit the configs
+# (a truncated or foreign file): the user's model is wrong, not our code.
+LOAD_ERRORS = (
+    OSError, ValueError, KeyError, RuntimeError, SafetensorError, SingleFileComponentError,
+)  # fmt: skip
 
 
 @dataclass
@@ -78,7 +84,7 @@ def load_sdxl(base: Path, base_config: Path | None = None, vae: Path | None = No
                 tokenizer=tokenizer,
                 tokenizer_2=tokenizer_2,
             )
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+    except LOAD_ERRORS as exc:
         raise BaseModelError(f"base model {base.name!r} could not be loaded: {exc}") from exc
     model_vae = pipe.vae if vae is None else _load_vae(vae, config_dir_for(base, base_config))
     return SdxlModel(
@@ -100,5 +106,5 @@ def _load_vae(path: Path, config_dir: Path) -> AutoencoderKL:
         return AutoencoderKL.from_single_file(
             str(path), config=str(config_dir), subfolder="vae", local_files_only=True
         )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except LOAD_ERRORS as exc:
         raise BaseModelError(f"VAE {path.name!r} could not be loaded: {exc}") from exc
