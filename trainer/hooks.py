@@ -41,6 +41,7 @@ class StepCompleted:
     samples_per_s: float
     s_per_step: float
     peak_gpu_mem_bytes: int | None = None
+    max_norm: dict[str, float] | None = None  # scale_weight_norms: keys_scaled, norms
 
 
 @dataclass(frozen=True)

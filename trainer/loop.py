@@ -27,7 +27,15 @@ from trainer.hooks import (
     StopSignal,
     TrainingStarted,
 )
-from trainer.saving import epoch_file_name, final_file_name, save_checkpoint, should_save_epoch
+from trainer.lora.regularizers import MaxNormReport, apply_max_norm
+from trainer.saving import (
+    epoch_file_name,
+    final_file_name,
+    save_checkpoint,
+    save_step_checkpoint,
+    should_save_epoch,
+    should_save_step,
+)
 from trainer.session import Session
 from trainer.step import training_loss
 
@@ -59,8 +67,9 @@ class LossRecorder:
         return sum(self.losses) / len(self.losses) if self.losses else math.nan
 
 
-def optimizer_step(s: Session) -> None:
-    params = list(s.network.parameters())
+def optimizer_step(s: Session) -> MaxNormReport | None:
+    """Clip, step, schedule, zero; then Kohya's max-norm regularization if asked."""
+    params = [p for p in s.network.parameters() if p.requires_grad]
     if s.scaler is not None:
         s.scaler.unscale_(s.optimizer)
     if s.config.max_grad_norm:
@@ -72,6 +81,17 @@ def optimizer_step(s: Session) -> None:
         s.optimizer.step()
     s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
+    if s.config.scale_weight_norms:
+        return apply_max_norm(s.network, s.config.scale_weight_norms)
+    return None
+
+
+def freeze_text_encoders(s: Session) -> None:
+    """stop_text_encoder_training_pct: the text-encoder LoRA keeps its weights from here on."""
+    for parameter in s.network.parameters("textencoder"):
+        parameter.requires_grad_(False)
+        parameter.grad = None
+    s.train_text_encoder = False
 
 
 def current_lrs(s: Session) -> dict[str, float]:
@@ -82,7 +102,14 @@ def current_lrs(s: Session) -> dict[str, float]:
 
 
 def step_report(
-    s: Session, step: int, epoch: int, loss: float, avg_loss: float, samples: int, seconds: float
+    s: Session,
+    step: int,
+    epoch: int,
+    loss: float,
+    avg_loss: float,
+    samples: int,
+    seconds: float,
+    max_norm: MaxNormReport | None = None,
 ) -> StepCompleted:
     return StepCompleted(
         step=step,
@@ -95,6 +122,7 @@ def step_report(
         samples_per_s=samples / seconds,
         s_per_step=seconds,
         peak_gpu_mem_bytes=_peak_memory(s.device),
+        max_norm=max_norm.as_log() if max_norm is not None else None,
     )
 
 
@@ -107,6 +135,8 @@ def run_training(
     reporter(PhaseChanged("training"))
     recorder, step, epoch, finished_early = LossRecorder(), 0, 0, False
     last = time.perf_counter()
+    if s.text_encoder_stop_step == 0:
+        freeze_text_encoders(s)
     for epoch in range(1, plan.epochs + 1):
         batches = epoch_batches(s.images, config.train_batch_size, s.seed, epoch)
         for index, batch in enumerate(batches):
@@ -118,7 +148,7 @@ def run_training(
                 break
             if step_hook is not None:
                 step_hook(step + 1)
-            loss = training_loss(s, batch)
+            loss = training_loss(s, batch, epoch)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(_nan_message(step + 1), step=step + 1)
             scaled = loss / accumulation
@@ -126,12 +156,18 @@ def run_training(
             avg_loss = recorder.add(epoch, index, loss.item())
             if (index + 1) % accumulation and index + 1 < len(batches):
                 continue  # accumulate more micro-steps before the optimizer step
-            optimizer_step(s)
+            max_norm = optimizer_step(s)
             step += 1
+            if step == s.text_encoder_stop_step:
+                freeze_text_encoders(s)
             now = time.perf_counter()
             samples = len(batch.images) * accumulation
-            reporter(step_report(s, step, epoch, loss.item(), avg_loss, samples, now - last))
+            reporter(
+                step_report(s, step, epoch, loss.item(), avg_loss, samples, now - last, max_norm)
+            )
             last = now
+            if should_save_step(config.save_every_n_steps, step, plan.total_steps):
+                save_step_checkpoint(s, reporter, step, epoch)
         if finished_early or step >= plan.total_steps and epoch < plan.epochs:
             break
         reporter(EpochCompleted(epoch, recorder.average()))

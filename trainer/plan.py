@@ -70,6 +70,19 @@ def epochs_for(steps: int, batches: int, accumulation: int) -> int:
     return math.ceil(steps / math.ceil(batches / accumulation))
 
 
+def text_encoder_stop_step(percent: int, total_steps: int) -> int | None:
+    """The optimizer step after which the text-encoder LoRA freezes.
+
+    kohya_ss' DreamBooth tab: ceil(total / 100 * pct); -1 means the text encoders
+    are not trained at all (step 0); 0 means they train to the end (None).
+    """
+    if percent == 0:
+        return None
+    if percent < 0:
+        return 0
+    return math.ceil(float(total_steps) / 100 * percent)
+
+
 def training_records(scan: DatasetScan, reg_scan: DatasetScan | None) -> tuple[ImageRecord, ...]:
     """The training images, then the regularization images balanced against them."""
     if reg_scan is None:

@@ -25,11 +25,12 @@ from trainer.loop import StepHook, TrainingResult, run_training
 from trainer.lora.kohya_file import load_lora_into
 from trainer.lora.metadata import RunFacts, run_metadata
 from trainer.lora.network import LoraNetwork, apply_lora
+from trainer.lora.regularizers import Dropouts, install_dropouts
 from trainer.loss import all_snr
 from trainer.models.loading import SdxlModel, load_sdxl
 from trainer.optim.optimizers import build_optimizer, describe_optimizer
 from trainer.optim.schedulers import build_scheduler
-from trainer.plan import TrainingPlan, plan_from_scan, training_records
+from trainer.plan import TrainingPlan, plan_from_scan, text_encoder_stop_step, training_records
 from trainer.session import Session
 
 __all__ = ["TrainingJob", "TrainingResult", "train"]
@@ -102,6 +103,11 @@ def build_network(model: SdxlModel, job: TrainingJob) -> LoraNetwork:
     )
     if job.network_weights is not None:
         load_lora_into(network, job.network_weights)
+    dropouts = Dropouts(config.network_dropout, config.rank_dropout, config.module_dropout)
+    install_dropouts(network, dropouts)
+    if config.full_bf16:
+        for parameter in network.parameters():
+            parameter.data = parameter.data.to(torch.bfloat16)
     return network
 
 
@@ -159,6 +165,11 @@ def build_session(
         scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
         seed=seed, output_dir=job.output_dir, metadata=run_metadata(config, facts),
         caption_rng=random.Random(seed), latent_generator=latent_generator, group_names=names,
+        train_text_encoder=config.train_text_encoder,
+        text_encoder_stop_step=(
+            text_encoder_stop_step(config.stop_text_encoder_training_pct, plan.total_steps)
+            if config.train_text_encoder else None
+        ),
     )  # fmt: skip
 
 

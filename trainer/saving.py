@@ -26,6 +26,30 @@ def should_save_epoch(every: int | None, epoch: int, total_epochs: int) -> bool:
     return bool(every) and epoch % every == 0 and epoch < total_epochs  # type: ignore[operator]
 
 
+def should_save_step(every: int | None, step: int, total_steps: int) -> bool:
+    """After optimizer step s when s % n == 0, except the last (the final file covers it)."""
+    return bool(every) and step % every == 0 and step < total_steps  # type: ignore[operator]
+
+
+def step_to_remove(step: int, every: int | None, last_n: int | None) -> int | None:
+    """The older step file ``save_last_n_steps`` drops after saving at ``step``
+    (sd-scripts ``get_remove_step_no``): s - n - 1, floored to a multiple of every."""
+    if not every or not last_n:
+        return None
+    old = step - last_n - 1
+    old -= old % every
+    return old if old > 0 else None
+
+
+def save_step_checkpoint(s: Session, reporter: Reporter, step: int, epoch: int) -> None:
+    """Save ``<name>-step<step>.safetensors`` and prune the one fallen out of the window."""
+    config = s.config
+    save_checkpoint(s, reporter, step_file_name(config.output_name, step), step, epoch, False)
+    old = step_to_remove(step, config.save_every_n_steps, config.save_last_n_steps)
+    if old is not None:
+        (s.output_dir / step_file_name(config.output_name, old)).unlink(missing_ok=True)
+
+
 def save_checkpoint(
     s: Session, reporter: Reporter, name: str, step: int, epoch: int, final: bool
 ) -> None:

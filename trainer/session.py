@@ -35,3 +35,5 @@ class Session:
     caption_rng: random.Random = field(default_factory=random.Random)
     latent_generator: torch.Generator = field(default_factory=torch.Generator)
     group_names: list[str] = field(default_factory=list)
+    train_text_encoder: bool = False  # False once stop_text_encoder_training_pct is reached
+    text_encoder_stop_step: int | None = None  # optimizer step after which the TE LoRA freezes

@@ -7,7 +7,7 @@ from contextlib import nullcontext
 import torch
 
 from trainer.data.batches import Batch
-from trainer.data.captions import process_caption
+from trainer.data.captions import drops_caption, process_caption
 from trainer.data.latents import encode, pixels_for
 from trainer.loss import (
     input_perturbation,
@@ -32,19 +32,31 @@ def batch_latents(s: Session, batch: Batch) -> torch.Tensor:
     return encode(s.model.vae, pixels, names, s.latent_generator)
 
 
-def batch_conditioning(s: Session, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def batch_captions(s: Session, batch: Batch, epoch: int) -> list[str]:
+    """Each sample's caption after dropout and tag shuffling (sd-scripts §4.2 order)."""
+    config = s.config
+    captions = []
+    for index in batch.images:
+        caption = s.images[index].record.caption
+        rate, every = config.caption_dropout_rate, config.caption_dropout_every_n_epochs
+        if drops_caption(rate, every, epoch, s.caption_rng):
+            caption = ""
+        captions.append(
+            process_caption(caption, config.shuffle_caption, config.keep_tokens, s.caption_rng)
+        )
+    return captions
+
+
+def batch_conditioning(
+    s: Session, batch: Batch, epoch: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Text context, pooled text embedding and size conditioning for a batch."""
     config = s.config
     images = [s.images[i] for i in batch.images]
-    captions = [
-        process_caption(
-            im.record.caption, config.shuffle_caption, config.keep_tokens, s.caption_rng
-        )
-        for im in images
-    ]
+    captions = batch_captions(s, batch, epoch)
     ids_1 = chunked_input_ids(s.model.tokenizer, captions, config.max_token_length)
     ids_2 = chunked_input_ids(s.model.tokenizer_2, captions, config.max_token_length)
-    grad = torch.enable_grad() if config.train_text_encoder else torch.no_grad()
+    grad = torch.enable_grad() if s.train_text_encoder else torch.no_grad()
     with grad:
         context, pooled = encode_text(
             s.model.text_encoder, s.model.text_encoder_2, ids_1.to(s.device), ids_2.to(s.device)
@@ -90,7 +102,7 @@ def sample_weights(s: Session, batch: Batch, timesteps: torch.Tensor) -> torch.T
     return (weights * prior_weights(is_reg, config.prior_loss_weight)).to(s.device)
 
 
-def training_loss(s: Session, batch: Batch) -> torch.Tensor:
+def training_loss(s: Session, batch: Batch, epoch: int = 1) -> torch.Tensor:
     """The weighted diffusion loss of one batch (not yet divided for accumulation)."""
     config = s.config
     autocast = (
@@ -101,7 +113,7 @@ def training_loss(s: Session, batch: Batch) -> torch.Tensor:
     latents = batch_latents(s, batch).to(s.device)
     scheduler = s.model.noise_scheduler
     with autocast:
-        context, pooled, time_ids = batch_conditioning(s, batch)
+        context, pooled, time_ids = batch_conditioning(s, batch, epoch)
         noise = training_noise(s, latents)
         timesteps = sample_timesteps(
             latents.shape[0], config.min_timestep, config.max_timestep, None

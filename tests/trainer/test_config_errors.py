@@ -93,7 +93,7 @@ def test_booleans_are_not_numbers() -> None:
         ("optimizer", "DAdaptAdam", "AdamW"),
         ("lr_scheduler", "piecewise_constant", "not supported"),
         ("flip_aug", True, "issue 4"),
-        ("caption_dropout_rate", 0.1, "issue 4"),
+        ("full_fp16", True, "GradScaler"),
         ("sample_every_n_epochs", 1, "issue 4"),
         ("weighted_captions", True, "SDXL"),
         ("block_dims", "2,2,2", "per-block"),

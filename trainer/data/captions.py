@@ -16,6 +16,14 @@ def shuffle_tags(caption: str, keep_tokens: int, rng: random.Random) -> str:
     return ", ".join(fixed + flexible)
 
 
+def drops_caption(rate: float, every_n_epochs: int | None, epoch: int, rng: random.Random) -> bool:
+    """sd-scripts' caption dropout: every caption of every n-th (1-based) epoch, or
+    each caption with probability ``rate`` (one draw per sample when the rate is set)."""
+    if every_n_epochs and epoch % every_n_epochs == 0:
+        return True
+    return bool(rate) and rng.random() < rate
+
+
 def process_caption(caption: str, shuffle: bool, keep_tokens: int, rng: random.Random) -> str:
     if shuffle:
         return shuffle_tags(caption, keep_tokens, rng)
