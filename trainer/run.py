@@ -32,6 +32,7 @@ from trainer.optim.optimizers import build_optimizer, describe_optimizer
 from trainer.optim.schedulers import build_scheduler
 from trainer.plan import TrainingPlan, plan_from_scan, text_encoder_stop_step, training_records
 from trainer.session import Session
+from trainer.step import cache_text_outputs
 
 __all__ = ["TrainingJob", "TrainingResult", "train"]
 
@@ -158,7 +159,7 @@ def build_session(
         reg_scan,
     )  # fmt: skip
     alphas = model.noise_scheduler.alphas_cumprod
-    return Session(
+    session = Session(
         config=config, plan=plan, model=model, network=network, images=images,
         latents=latents, optimizer=optimizer, scheduler=scheduler, snr=all_snr(alphas),
         device=device, autocast_dtype=_DTYPES.get(precision),
@@ -171,6 +172,10 @@ def build_session(
             if config.train_text_encoder else None
         ),
     )  # fmt: skip
+    if config.cache_text_encoder_outputs:
+        reporter(PhaseChanged("caching"))
+        session.text_cache = cache_text_outputs(session)
+    return session
 
 
 def train(

@@ -37,3 +37,4 @@ class Session:
     group_names: list[str] = field(default_factory=list)
     train_text_encoder: bool = False  # False once stop_text_encoder_training_pct is reached
     text_encoder_stop_step: int | None = None  # optimizer step after which the TE LoRA freezes
+    text_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (context, pooled) per image

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -47,20 +47,43 @@ def batch_captions(s: Session, batch: Batch, epoch: int) -> list[str]:
     return captions
 
 
+def encode_captions(s: Session, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Text context (B, L+2, 2048) and pooled embedding (B, 1280) of both encoders."""
+    length = s.config.max_token_length
+    ids_1 = chunked_input_ids(s.model.tokenizer, captions, length)
+    ids_2 = chunked_input_ids(s.model.tokenizer_2, captions, length)
+    grad = torch.enable_grad() if s.train_text_encoder else torch.no_grad()
+    with grad:
+        return encode_text(
+            s.model.text_encoder, s.model.text_encoder_2, ids_1.to(s.device), ids_2.to(s.device)
+        )
+
+
+@torch.no_grad()
+def cache_text_outputs(s: Session) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """sdxl_cache_text_encoder_outputs: each image's fixed caption encoded once.
+
+    Only valid when no text encoder trains and captions never change (no shuffle,
+    no dropout): the config rules guarantee both.
+    """
+    cached = []
+    with _autocast(s):
+        for image in s.images:
+            context, pooled = encode_captions(s, [image.record.caption])
+            cached.append((context[0], pooled[0]))
+    return cached
+
+
 def batch_conditioning(
     s: Session, batch: Batch, epoch: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Text context, pooled text embedding and size conditioning for a batch."""
-    config = s.config
     images = [s.images[i] for i in batch.images]
-    captions = batch_captions(s, batch, epoch)
-    ids_1 = chunked_input_ids(s.model.tokenizer, captions, config.max_token_length)
-    ids_2 = chunked_input_ids(s.model.tokenizer_2, captions, config.max_token_length)
-    grad = torch.enable_grad() if s.train_text_encoder else torch.no_grad()
-    with grad:
-        context, pooled = encode_text(
-            s.model.text_encoder, s.model.text_encoder_2, ids_1.to(s.device), ids_2.to(s.device)
-        )
+    if s.text_cache is not None:
+        context = torch.stack([s.text_cache[i][0] for i in batch.images])
+        pooled = torch.stack([s.text_cache[i][1] for i in batch.images])
+    else:
+        context, pooled = encode_captions(s, batch_captions(s, batch, epoch))
     time_ids = torch.stack(
         [
             size_conditioning(
@@ -72,6 +95,12 @@ def batch_conditioning(
         ]
     )
     return context, pooled, time_ids.to(s.device)
+
+
+def _autocast(s: Session) -> AbstractContextManager[object]:
+    if s.autocast_dtype is None:
+        return nullcontext()
+    return torch.autocast(s.device.type, dtype=s.autocast_dtype)
 
 
 def training_noise(s: Session, latents: torch.Tensor) -> torch.Tensor:
@@ -105,14 +134,9 @@ def sample_weights(s: Session, batch: Batch, timesteps: torch.Tensor) -> torch.T
 def training_loss(s: Session, batch: Batch, epoch: int = 1) -> torch.Tensor:
     """The weighted diffusion loss of one batch (not yet divided for accumulation)."""
     config = s.config
-    autocast = (
-        torch.autocast(s.device.type, dtype=s.autocast_dtype)
-        if s.autocast_dtype is not None
-        else nullcontext()
-    )
     latents = batch_latents(s, batch).to(s.device)
     scheduler = s.model.noise_scheduler
-    with autocast:
+    with _autocast(s):
         context, pooled, time_ids = batch_conditioning(s, batch, epoch)
         noise = training_noise(s, latents)
         timesteps = sample_timesteps(

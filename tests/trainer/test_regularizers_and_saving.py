@@ -190,3 +190,33 @@ def test_full_bf16_keeps_the_lora_weights_in_bf16(tiny_model, toy_dataset, tmp_p
             load_sdxl(tiny_model), TrainingJob(c, tiny_model, toy_dataset, tmp_path)
         )
         assert {p.dtype for p in network.parameters()} == {dtype}
+
+
+@shows_effect("sdxl_cache_text_encoder_outputs")
+def test_cached_text_outputs_replace_the_text_encoders_in_the_step(
+    tiny_model, toy_dataset, tmp_path
+):
+    from trainer.data.folders import scan_dataset
+    from trainer.hooks import null_reporter
+    from trainer.plan import plan_from_scan
+    from trainer.run import build_session
+    from trainer.step import batch_conditioning
+
+    sessions = {}
+    for cached in (False, True):
+        c = config(
+            sdxl_cache_text_encoder_outputs=cached, text_encoder_lr=0, shuffle_caption=False,
+            max_train_steps=1,
+        )  # fmt: skip
+        scan = scan_dataset(toy_dataset, c.caption_extension)
+        job = TrainingJob(c, tiny_model, toy_dataset, tmp_path)
+        sessions[cached] = build_session(job, scan, plan_from_scan(c, scan), null_reporter, 0)
+    assert sessions[False].text_cache is None
+    assert len(sessions[True].text_cache) == len(sessions[True].images)
+    sessions[True].model.text_encoder = sessions[True].model.text_encoder_2 = None
+    batch = Batch(sessions[True].images[0].bucket, (0, 1))
+    with torch.no_grad():
+        plain = batch_conditioning(sessions[False], batch)
+        cached = batch_conditioning(sessions[True], batch)  # no encoder left to call
+    for a, b in zip(plain, cached, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)

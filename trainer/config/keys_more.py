@@ -72,7 +72,7 @@ ISSUE_4: tuple[KeySpec, ...] = (
     number("module_dropout", 0.0, 0, 1, "Probability of skipping a whole LoRA module for a forward pass."),
     number("scale_weight_norms", 0.0, 0, 10, "Max-norm regularization of each module's ΔW after every step; 0 = off.", unset=None),
     integer("stop_text_encoder_training_pct", 0, -1, 100, "Freeze the text-encoder LoRA after ceil(total steps × pct / 100) steps; -1 = never train it, 0 = train to the end. Differs from the GUI: kohya_ss v24.1.7 ignores this key for LoRA (sd-scripts' train_network.py has no such option); lorabox honours it as the DreamBooth tab does."),
-    flag("sdxl_cache_text_encoder_outputs", False, "Cache text-encoder outputs; needs UNet-only training and fixed captions.", field="cache_text_encoder_outputs", **NOT_YET),
+    flag("sdxl_cache_text_encoder_outputs", False, "Cache text-encoder outputs; needs UNet-only training and fixed captions.", field="cache_text_encoder_outputs"),
     number("prior_loss_weight", 1.0, 0, 100, "Loss weight of regularization images (the job's regularization set, reg_dataset_id); without one it has no effect. A regularization set doubles the GUI's step estimate."),
     integer("save_every_n_steps", 0, 0, 10_000_000, "Save <output_name>-step<step:08d>.safetensors every n steps; 0 = off.", unset=None),
     integer("save_last_n_steps", 0, 0, 10_000_000, "Delete step checkpoints older than n steps; 0 = keep all.", unset=None),
