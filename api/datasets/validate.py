@@ -10,21 +10,14 @@ from PIL import Image
 
 from api.datasets.archive import ExtractionPlan
 from api.exceptions import InvalidInput, Problem
-from trainer.data.folders import parse_folder_name
-
-
-@dataclass(frozen=True)
-class FolderCount:
-    name: str
-    repeats: int
-    image_count: int
+from trainer.data.folders import FolderSummary, parse_folder_name
 
 
 @dataclass(frozen=True)
 class DatasetSummary:
     image_count: int
     caption_count: int
-    folders: tuple[FolderCount, ...]
+    folders: tuple[FolderSummary, ...]
     warnings: tuple[str, ...]
 
 
@@ -82,7 +75,7 @@ def _summarise(
     folders = []
     for name in sorted(images):
         parsed = parse_folder_name(name)
-        folders.append(FolderCount(name, parsed[0] if parsed else 1, len(images[name])))
+        folders.append(FolderSummary(name, parsed[0] if parsed else 1, len(images[name])))
     all_images = [p for paths in images.values() for p in paths]
     captioned = {p.with_suffix("") for p in captions}
     uncaptioned = [p for p in all_images if p.with_suffix("") not in captioned]
