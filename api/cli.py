@@ -1,4 +1,5 @@
-"""The ``lorabox`` command: run the service, manage the database, users and demo models."""
+"""The ``lorabox`` command: run the service, manage the database, users and demo models,
+and (over the REST API only) submit, watch and download jobs."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from api.db.migrate import upgrade
 from api.exceptions import DomainError
 from api.settings import Settings, get_settings
 from api.users import add_user, revoke_user
+from client.commands import add_client_commands, run_client_command
 
 
 def _db_upgrade(settings: Settings) -> None:
@@ -167,11 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("models_command", choices=["add-demo"])
     models.add_argument("--name", default="tiny-sdxl")
     models.set_defaults(func=cmd_models)
+    # The REST client's commands (submit, jobs, status, cancel, logs, download) speak only
+    # HTTP, so they work from any machine that reaches the API.
+    add_client_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "client", None) is not None:
+        return run_client_command(args)
     return int(args.func(args))
 
 

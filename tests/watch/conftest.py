@@ -1,0 +1,163 @@
+"""Fixtures for watching jobs: a real API process and a real worker on embedded defaults.
+
+The API runs as its own process (not a TestClient) because the CLI, the SSE stream, the
+memory bench and the browser all need a real socket. Webhooks are allowed to 127.0.0.1 so
+the webhook tests can run a receiver locally. One finished job is shared by every test that
+only reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.settings import Settings
+from tests.worker.conftest import Stack, free_port, prepare, service_env, stop
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+WEBHOOK_HOSTS = "127.0.0.1"
+
+
+def _spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = service_env(settings) | {"LORABOX_WEBHOOK_ALLOWED_HOSTS": WEBHOOK_HOSTS}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "api.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def write_corrupt_model(models: Path, name: str) -> None:
+    """A checkpoint whose header passes the catalog but whose weights can't load: the job
+    is accepted and then fails in the trainer."""
+    header = json.dumps(
+        {"model.diffusion_model.x": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]}}
+    ).encode()
+    (models / f"{name}.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0\0")
+
+
+@dataclass
+class WatchStack(Stack):
+    url: str = ""
+
+    def cli(self, *args: str, user: str = "alice", timeout_s: float = 300) -> Any:
+        env = os.environ | {"LORABOX_URL": self.url, "LORABOX_TOKEN": self.tokens[user]}
+        return subprocess.run(
+            [sys.executable, "-m", "api.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+
+    def cli_background(self, *args: str, user: str = "alice") -> subprocess.Popen[str]:
+        env = os.environ | {"LORABOX_URL": self.url, "LORABOX_TOKEN": self.tokens[user]}
+        return subprocess.Popen(
+            [sys.executable, "-m", "api.cli", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def get(self, path: str, user: str = "alice", **kwargs: Any) -> httpx.Response:
+        response: httpx.Response = self.client.get(path, headers=self.as_(user), **kwargs)
+        return response
+
+
+@pytest.fixture(scope="session")
+def watch_stack(
+    tmp_path_factory: pytest.TempPathFactory, tiny_models_dir: Path
+) -> Iterator[WatchStack]:
+    home = tmp_path_factory.mktemp("watch-home")
+    models = home / "models"
+    shutil.copytree(tiny_models_dir, models)
+    write_corrupt_model(models, "corrupt-sdxl")
+    settings = Settings(home=home, models_dir=models, progress_interval_s=0.3,
+                        flag_poll_interval_s=0.2)  # fmt: skip
+    tokens = prepare(settings)
+    port = free_port()
+    logs = [home / "api.log", home / "worker.log"]
+    api = _spawn(["api", "--port", str(port)], settings, logs[0])
+    worker = _spawn(["worker"], settings, logs[1])
+    url = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=url, timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if client.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, logs[0].read_text()
+            time.sleep(0.3)
+        yield WatchStack(client, settings, tokens, logs, url=url)
+    finally:
+        client.close()
+        stop(worker)
+        stop(api)
+
+
+@pytest.fixture(scope="session")
+def toy_dataset_dir(
+    tmp_path_factory: pytest.TempPathFactory, make_png: Callable[..., bytes]
+) -> Path:
+    """A dataset folder (the CLI zips folders on the fly): two captioned images."""
+    root = tmp_path_factory.mktemp("toy-dataset")
+    folder = root / "1_toy"
+    folder.mkdir()
+    for i, colour in enumerate([(10, 200, 90), (200, 40, 40)]):
+        (folder / f"{i}.png").write_bytes(make_png(64, 64, colour))
+        (folder / f"{i}.txt").write_text(f"a toy, number {i}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def write_payload(
+    tmp_path_factory: pytest.TempPathFactory, payload: Callable[..., dict[str, Any]]
+) -> Callable[..., Path]:
+    def build(**overrides: Any) -> Path:
+        path = tmp_path_factory.mktemp("payload") / "payload.json"
+        path.write_text(json.dumps(payload(max_resolution="64,64", **overrides)))
+        return path
+
+    return build
+
+
+@dataclass
+class Watched:
+    job: dict[str, Any]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def watched(
+    watch_stack: WatchStack, toy_dataset_dir: Path, write_payload: Callable[..., Path]
+) -> Watched:
+    """One finished job, submitted with `lorabox submit --wait`: 3 epochs x 2 steps."""
+    payload = write_payload(epoch=3, save_every_n_epochs=1)
+    done = watch_stack.cli(
+        "submit", str(payload), "--dataset", str(toy_dataset_dir), "--model", "tiny-sdxl",
+        "--name", "watched", "--wait", "--interval", "0.3",
+    )  # fmt: skip
+    job_id = done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
+    assert job_id, (done.stderr, watch_stack.log_tail())
+    return Watched(watch_stack.job(job_id), done.returncode, done.stdout, done.stderr)
