@@ -1,0 +1,1 @@
+"""Watching a job: its log, loss curves, live event stream and notifications."""
