@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     flag_poll_interval_s: float = Field(default=0.5, gt=0)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     pause_poll_interval_s: float = Field(default=1.0, gt=0)
+    # Recovery (docs/reliability.md): a running job whose heartbeat is older than the lease
+    # timeout is re-queued, until `max_attempts` runs were lost (then `worker_lost`); a queued
+    # job whose message has not been claimed for `requeue_after_s` gets a fresh message.
+    lease_timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    requeue_after_s: float = Field(default=900.0, gt=0)
+    reconcile_interval_s: float = Field(default=15.0, gt=0)
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:

@@ -6,18 +6,26 @@ strings), the trainer's event dataclasses, and one shared integer for stop reque
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import importlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any, Protocol
 
 STOP_NONE, STOP_FINISH, STOP_ABORT = 0, 1, 2
+# Test-only fault injection: "module:factory". The factory is called with the job spec when the
+# trainer process starts and returns a step hook (or None); tests use it to raise CUDA OOM at a
+# step or to count trainer starts. Never set in production.
+TEST_STEP_HOOK_ENV = "LORABOX_TEST_STEP_HOOK"
 
 
 class EventQueue(Protocol):
@@ -62,12 +70,26 @@ def error_code(exc: BaseException) -> str:
     return "trainer_error"
 
 
+def test_step_hook(spec: dict[str, Any]) -> Callable[[int], None] | None:
+    target = os.environ.get(TEST_STEP_HOOK_ENV)
+    if not target:
+        return None
+    module, _, name = target.partition(":")
+    factory = getattr(importlib.import_module(module), name)
+    hook: Callable[[int], None] | None = factory(spec)
+    return hook
+
+
 def _path(spec: dict[str, Any], key: str) -> Path | None:
     value = spec.get(key)
     return Path(value) if value else None
 
 
 def train_in_child(spec: dict[str, Any], events: EventQueue, stop_flag: Synchronized[int]) -> None:
+    # The supervisor decides how a shutdown ends the run (a terminal's Ctrl-C or a group-wide
+    # SIGTERM reaches this process too): it sets the stop flag, so the trainer stops cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     exit_with_parent()
     redirect_output(spec["log_path"])
     from trainer.config import TrainingConfig
@@ -83,6 +105,7 @@ def train_in_child(spec: dict[str, Any], events: EventQueue, stop_flag: Synchron
         return "abort" if value == STOP_ABORT else "finish" if value == STOP_FINISH else None
 
     try:
+        step_hook = test_step_hook(spec)
         job = TrainingJob(
             config=TrainingConfig.model_validate(spec["config"]),
             base_model=Path(spec["base_model"]),
@@ -92,16 +115,17 @@ def train_in_child(spec: dict[str, Any], events: EventQueue, stop_flag: Synchron
             vae=_path(spec, "vae"),
             reg_data_dir=_path(spec, "reg_data_dir"),
             network_weights=_path(spec, "network_weights"),
+            resume_state=_path(spec, "resume_state"),
         )
-        result = train(job, reporter=reporter, stop=stop)
+        result = train(job, reporter=reporter, stop=stop, step_hook=step_hook)
     except TrainingCancelled:
         events.put(("cancelled", None))
     except TrainerError as exc:
-        traceback.print_exc()
-        events.put(("error", (exc.code, exc.message)))
+        events.put(("error", (exc.code, exc.message)))  # first: printing fails on a full disk
+        _print_traceback()
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the job row
-        traceback.print_exc()
         events.put(("error", (error_code(exc), f"{type(exc).__name__}: {exc}")))
+        _print_traceback()
     else:
         events.put(
             (
@@ -113,3 +137,8 @@ def train_in_child(spec: dict[str, Any], events: EventQueue, stop_flag: Synchron
                 },
             )
         )
+
+
+def _print_traceback() -> None:
+    with contextlib.suppress(OSError):  # the log is on the disk that just filled up
+        traceback.print_exc()

@@ -8,28 +8,28 @@ finished does nothing.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import queue
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
 
-from api.db import Database, Job
+from api.db import Artifact, Database, Job
 from api.db.models import JobStatus, utcnow
 from api.jobs.artifacts import register_artifact
+from api.jobs.broker import Broker
 from api.jobs.events import record_event
 from api.jobs.queue import is_paused
+from api.jobs.recovery import release
 from api.settings import Settings, get_settings
-from worker.child import STOP_ABORT, STOP_FINISH, STOP_NONE, train_in_child
-from worker.relay import EventRelay, Fenced, fenced_update
+from worker.child import train_in_child
+from worker.relay import Fenced, fenced_update
+from worker.supervisor import Outcome, Supervisor, Target, shutdown_requested
 
 log = logging.getLogger(__name__)
-Target = Callable[..., None]
 LOG_NAME = "train.log"
 
 
@@ -38,6 +38,7 @@ class WorkerContext:
     settings: Settings
     db: Database
     worker_id: str
+    broker: Broker
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> WorkerContext:
@@ -45,14 +46,8 @@ class WorkerContext:
         settings.ensure_dirs()
         gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "any")
         worker_id = f"{socket.gethostname()}:{os.getpid()}:gpu{gpu}"
-        return cls(settings, Database(settings.database_url, pool_size=2), worker_id)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: JobStatus | None  # None: fenced, someone else owns the job now
-    error_code: str | None = None
-    message: str | None = None
+        db = Database(settings.database_url, pool_size=2)
+        return cls(settings, db, worker_id, Broker(settings))
 
 
 def wait_while_paused(ctx: WorkerContext, job_id: str) -> bool:
@@ -65,6 +60,9 @@ def wait_while_paused(ctx: WorkerContext, job_id: str) -> bool:
             return False
         if not paused:
             return True
+        if shutdown_requested.is_set():  # this message is acked on return: send a new one
+            ctx.broker.enqueue(job_id)
+            return False
         time.sleep(ctx.settings.pause_poll_interval_s)
 
 
@@ -127,103 +125,45 @@ def job_spec(ctx: WorkerContext, job_id: str) -> dict[str, Any]:
             else None,
             "output_dir": str(out),
             "log_path": str(out / LOG_NAME),
+            "resume_state": _latest_state(session, s, job.id),
         }
 
 
-class Supervisor:
-    """Runs the child, relays its events, and passes cancel/stop flags to it."""
-
-    def __init__(self, ctx: WorkerContext, job_id: str, attempt: int) -> None:
-        self.ctx, self.job_id, self.attempt = ctx, job_id, attempt
-        self.relay = EventRelay(ctx.db, ctx.settings, job_id, attempt)
-        self._next_poll = 0.0
-        self._next_beat = time.monotonic() + ctx.settings.heartbeat_interval_s
-
-    def run(self, spec: dict[str, Any], target: Target) -> Outcome:
-        mp = multiprocessing.get_context("spawn")  # fresh interpreter: no inherited CUDA state
-        events = mp.Queue()
-        stop_flag = mp.Value("i", STOP_NONE)
-        child = mp.Process(
-            target=target, args=(spec, events, stop_flag), name=f"trainer-{self.job_id}"
-        )
-        child.start()
-        outcome: Outcome | None = None
-        try:
-            while outcome is None:
-                try:
-                    message = events.get(timeout=0.1)
-                except queue.Empty:
-                    message = None
-                    if not child.is_alive():
-                        message = _drain_last(events)
-                        if message is None:
-                            break
-                if message is not None:
-                    outcome = self._on_message(message)
-                self._tick(stop_flag)
-            self.relay.flush()
-        except Fenced:
-            log.warning(
-                "job %s attempt %s was taken over; stopping its trainer", self.job_id, self.attempt
-            )
-            stop_flag.value = STOP_ABORT
-            outcome = Outcome(None)
-        finally:
-            child.join(timeout=60)
-            if child.is_alive():
-                child.kill()
-                child.join()
-        if outcome is None:
-            outcome = Outcome(
-                JobStatus.FAILED,
-                "worker_lost",
-                f"the trainer process died (exit code {child.exitcode})",
-            )
-        return outcome
-
-    def _on_message(self, message: tuple[str, Any]) -> Outcome | None:
-        kind, payload = message
-        if kind == "event":
-            self.relay.handle(payload)
-            return None
-        if kind == "result":
-            return Outcome(JobStatus.SUCCEEDED)
-        if kind == "cancelled":
-            return Outcome(JobStatus.CANCELLED)
-        code, text = payload
-        return Outcome(JobStatus.FAILED, code, text)
-
-    def _tick(self, stop_flag: Any) -> None:
-        self.relay.maybe_flush()
-        now = time.monotonic()
-        if now >= self._next_poll:
-            self._next_poll = now + self.ctx.settings.flag_poll_interval_s
-            stop_flag.value = self._requested_stop()
-        if now >= self._next_beat:
-            self._next_beat = now + self.ctx.settings.heartbeat_interval_s
-            with self.ctx.db.writing() as session:
-                fenced_update(session, self.job_id, self.attempt, heartbeat_at=utcnow())
-
-    def _requested_stop(self) -> int:
-        with self.ctx.db.reading() as session:
-            row = session.execute(
-                sa.select(Job.cancel_requested, Job.stop_requested).where(Job.id == self.job_id)
-            ).one()
-        if row.cancel_requested:
-            return STOP_ABORT
-        return STOP_FINISH if row.stop_requested else STOP_NONE
-
-
-def _drain_last(events: Any) -> tuple[str, Any] | None:
-    """After the child exits, its last messages may still be in the pipe."""
-    try:
-        message: tuple[str, Any] = events.get(timeout=1.0)
-    except queue.Empty:
-        return None
-    return message
+def _latest_state(session: Any, settings: Settings, job_id: str) -> str | None:
+    """The newest training state an earlier attempt saved, for the trainer to resume from."""
+    name = session.scalar(
+        sa.select(Artifact.name)
+        .where(Artifact.job_id == job_id, Artifact.kind == "state")
+        .order_by(Artifact.step.desc().nulls_last(), Artifact.id.desc())
+        .limit(1)
+    )
+    return str(settings.jobs_dir / job_id / name) if name else None
 
 
 def finish(ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome) -> None:
+    """Records the end, retrying while the database is unreachable (within the lease)."""
+    deadline = time.monotonic() + ctx.settings.lease_timeout_s * 0.75
+    while True:
+        try:
+            _record_end(ctx, job_id, attempt, outcome)
+            return
+        except OperationalError as exc:
+            if time.monotonic() >= deadline:
+                log.error("job %s: its end went unrecorded (%s); lease expires", job_id, exc)
+                return
+            time.sleep(min(1.0, ctx.settings.heartbeat_interval_s))
+
+
+def _record_end(ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome) -> None:
+    if outcome.release is not None:
+        with ctx.db.writing() as session:
+            status = release(
+                session, ctx.settings, job_id=job_id, attempt=attempt, reason=outcome.release,
+                lost=outcome.release != "shutdown", detail=outcome.message,
+            )  # fmt: skip
+        if status == JobStatus.QUEUED:
+            ctx.broker.enqueue(job_id)
+        return
     if outcome.status is None:
         return
     with ctx.db.writing() as session:
@@ -255,6 +195,9 @@ def finish(ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome) -> N
 
 def run_job(ctx: WorkerContext, job_id: str, *, target: Target = train_in_child) -> str | None:
     """Runs one job if it is still ours to run; returns its final status (None: skipped)."""
+    if shutdown_requested.is_set():  # Celery may deliver one more during a warm shutdown
+        ctx.broker.enqueue(job_id)  # this message is acked on return: leave a new one
+        return None
     if not wait_while_paused(ctx, job_id):
         log.info("job %s is no longer queued; nothing to do", job_id)
         return None
@@ -263,7 +206,11 @@ def run_job(ctx: WorkerContext, job_id: str, *, target: Target = train_in_child)
         log.info("job %s was claimed elsewhere or cancelled; nothing to do", job_id)
         return None
     log.info("job %s attempt %s started", job_id, attempt)
-    outcome = Supervisor(ctx, job_id, attempt).run(job_spec(ctx, job_id), target)
+    supervisor = Supervisor(ctx.db, ctx.settings, job_id, attempt)
+    outcome = supervisor.run(job_spec(ctx, job_id), target)
     finish(ctx, job_id, attempt, outcome)
-    log.info("job %s finished: %s %s", job_id, outcome.status, outcome.error_code or "")
+    log.info(
+        "job %s attempt %s ended: %s %s",
+        job_id, attempt, outcome.status or outcome.release or "fenced", outcome.error_code or "",
+    )  # fmt: skip
     return outcome.status.value if outcome.status else None

@@ -1,0 +1,44 @@
+"""Test-only trainer hooks, loaded in the trainer's process via LORABOX_TEST_STEP_HOOK.
+
+``hook(spec)`` runs when a trainer process starts: it drops a marker file named
+``<job id>.<pid>`` in LORABOX_TEST_MARKER_DIR (so tests count trainer starts and find the
+process to kill) and returns a step hook that sleeps LORABOX_TEST_STEP_SLEEP_S per step
+(jobs long enough to interrupt) and, for a job whose output_name is ``raise-oom``, raises
+``torch.cuda.OutOfMemoryError`` at step 2: the one fault these tests cannot produce for real.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+OOM_NAME = "raise-oom"
+
+
+def hook(spec: dict[str, Any]) -> Callable[[int], None]:
+    marker_dir = os.environ.get("LORABOX_TEST_MARKER_DIR")
+    if marker_dir:
+        Path(marker_dir, f"{spec['job_id']}.{os.getpid()}").touch()
+    sleep_s = float(os.environ.get("LORABOX_TEST_STEP_SLEEP_S", "0"))
+    oom = spec["config"].get("output_name") == OOM_NAME
+
+    def step_hook(step: int) -> None:
+        if oom and step == 2:
+            import torch
+
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        time.sleep(sleep_s)
+
+    return step_hook
+
+
+def trainer_starts(marker_dir: Path) -> dict[str, list[int]]:
+    """job id -> pids of the trainer processes that started for it."""
+    starts: dict[str, list[int]] = {}
+    for marker in marker_dir.iterdir():
+        job_id, pid = marker.name.split(".")
+        starts.setdefault(job_id, []).append(int(pid))
+    return starts

@@ -1,0 +1,263 @@
+"""Real processes for the fault-injection tests: workers with short leases, a private
+redis-server, a private Postgres cluster, and a loopback TCP proxy a test can cut.
+
+Servers here are private (their own port and data directory): tests stop and restart them,
+never the shared ones on the standard ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from api.settings import Settings
+from tests.worker.conftest import Stack, free_port, service_env
+from tests.worker.faults import trainer_starts
+
+# Leases short enough to expire within a test; the reconciler runs every second.
+FAST = {
+    "LORABOX_HEARTBEAT_INTERVAL_S": "0.5",
+    "LORABOX_LEASE_TIMEOUT_S": "4",
+    "LORABOX_RECONCILE_INTERVAL_S": "1",
+    "LORABOX_REQUEUE_AFTER_S": "6",
+    "LORABOX_TEST_STEP_HOOK": "tests.worker.faults:hook",
+}
+
+
+@dataclass
+class Faults:
+    """A stack whose workers a test starts, signals and replaces."""
+
+    stack: Stack
+    markers: Path
+    env: dict[str, str] = field(default_factory=dict)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.stack.settings
+
+    def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
+        log = self.settings.home / f"worker{len(self.workers)}.log"
+        self.stack.logs.append(log)
+        full = service_env(self.settings) | FAST | self.env | env
+        full["LORABOX_TEST_MARKER_DIR"] = str(self.markers)
+        with log.open("ab") as out:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "worker"],
+                env=full,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.workers.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+    def starts(self) -> dict[str, list[int]]:
+        return trainer_starts(self.markers)
+
+    def wait_for_trainer(self, job_id: str, count: int = 1, timeout_s: float = 120) -> int:
+        """The pid of the job's ``count``-th trainer process, once it has started."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pids = self.starts().get(job_id, [])
+            if len(pids) >= count:
+                return pids[count - 1]
+            time.sleep(0.1)
+        raise AssertionError(f"no trainer #{count} for {job_id}:\n{self.stack.log_tail()}")
+
+    def events(self, job_id: str) -> list[tuple[int, int, str, dict[str, Any]]]:
+        """(id, attempt, kind, data) in log order."""
+        engine = sa.create_engine(self.settings.database_url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT id, attempt, kind, data FROM job_events WHERE job_id = :j "
+                        "ORDER BY id"
+                    ),
+                    {"j": job_id},
+                ).all()
+        finally:
+            engine.dispose()
+        return [(r[0], r[1], r[2], _json(r[3])) for r in rows]
+
+    def finished(self, job_id: str, timeout_s: float = 240) -> dict[str, Any]:
+        job, _ = self.stack.wait(
+            job_id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"), timeout_s
+        )
+        return job
+
+
+@contextlib.contextmanager
+def fault_stack(home: Path, models_dir: Path, **settings: Any) -> Iterator[Faults]:
+    """API in-process (a TestClient), workers started by the test; all killed at the end."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from tests.worker.conftest import prepare
+
+    options: dict[str, Any] = {"progress_interval_s": 0.5, "flag_poll_interval_s": 0.2}
+    config = Settings(home=home, models_dir=models_dir, **(options | settings))
+    tokens = prepare(config)
+    markers = home / "trainer-starts"
+    markers.mkdir()
+    faults: Faults | None = None
+    try:
+        with TestClient(create_app(config)) as client:
+            faults = Faults(Stack(client, config, tokens, []), markers)
+            yield faults
+    finally:
+        if faults is not None:
+            faults.stop_all()
+
+
+def _json(value: Any) -> dict[str, Any]:
+    import json
+
+    return dict(json.loads(value) if isinstance(value, str) else value)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):  # a zombie still answers kill(0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+# --- private servers -------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server on its own port with no persistence: a restart loses every message."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port, self.workdir = free_port(), workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
+        log = (self.workdir / "redis.log").open("ab")
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: _port_open(self.port), 20, "redis-server")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.5):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def private_redis(workdir: Path) -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        import pytest
+
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+class TcpProxy:
+    """127.0.0.1:port -> target. ``cut()`` closes every connection and refuses new ones
+    (as a dead network or a database host going away would); ``restore()`` listens again."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port, self.target_port = free_port(), target_port
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), 5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)

@@ -1,0 +1,38 @@
+"""The worker process's lifecycle: its context, the reconciler thread, and shutdown.
+
+On SIGTERM or SIGINT Celery starts a warm shutdown and waits for the running task; we also
+flag it, so the supervisor stops the trainer within a step and hands the job back to the
+queue instead of training on for hours (docs/reliability.md, graceful stop).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from celery import signals
+
+from worker.reconciler import Reconciler
+from worker.runner import WorkerContext
+from worker.supervisor import shutdown_requested
+
+
+@cache
+def context() -> WorkerContext:
+    return WorkerContext.from_settings()
+
+
+@cache
+def reconciler() -> Reconciler:
+    return Reconciler(context().settings)
+
+
+@signals.worker_ready.connect
+def _start_reconciler(**_: Any) -> None:
+    reconciler().start()
+
+
+@signals.worker_shutting_down.connect
+def _hand_back_on_shutdown(**_: Any) -> None:
+    shutdown_requested.set()
+    reconciler().stop()

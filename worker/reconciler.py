@@ -1,0 +1,47 @@
+"""The reconciler loop: every worker runs one in a thread (conditional updates make many safe).
+
+Each pass re-queues running jobs whose lease expired (or fails them with `worker_lost` once
+LORABOX_MAX_ATTEMPTS runs were lost) and sends a fresh message for queued jobs nobody claimed
+for LORABOX_REQUEUE_AFTER_S. See api/jobs/recovery.py and docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from api.db import Database
+from api.jobs.broker import Broker
+from api.jobs.recovery import reconcile
+from api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler(threading.Thread):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="lorabox-reconciler", daemon=True)
+        self.settings = settings
+        self.db = Database(settings.database_url, pool_size=1)
+        self.broker = Broker(settings)  # its own connection: kombu's are not thread-safe
+        self.stopped = threading.Event()
+
+    def run_once(self) -> list[str]:
+        ids = reconcile(self.db, self.settings)
+        for job_id in ids:
+            self.broker.enqueue(job_id)
+        if ids:
+            log.warning("reconciler re-enqueued %s", ", ".join(ids))
+        return ids
+
+    def run(self) -> None:
+        while True:
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - a database or broker outage must not end the loop
+                log.exception("reconciler pass failed; retrying")
+            if self.stopped.wait(self.settings.reconcile_interval_s):
+                return
+
+    def stop(self) -> None:
+        self.stopped.set()

@@ -1,0 +1,197 @@
+"""The trainer's supervisor: runs the child, relays its events, holds the job's lease.
+
+It passes cancel/stop flags to the trainer, renews the heartbeat, and stops the trainer
+within a step when the worker shuts down (the job goes back to the queue), when a newer
+attempt owns the job (fenced), or when it could not renew its lease for most of the lease
+timeout (the database is unreachable: a reconciler may hand the job to another worker soon,
+so this one must stop first; its files stay).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
+
+from api.db import Database, Job
+from api.db.models import JobStatus, utcnow
+from api.settings import Settings
+from trainer.hooks import Event
+from worker.child import STOP_ABORT, STOP_FINISH, STOP_NONE
+from worker.relay import EventRelay, Fenced, fenced_update
+
+log = logging.getLogger(__name__)
+Target = Callable[..., None]
+
+# Set by the worker's SIGTERM/SIGINT handler (worker.lifecycle): the running job stops within a
+# step and goes back to the queue.
+shutdown_requested = threading.Event()
+
+
+class LeaseLost(Fenced):
+    """The heartbeat could not be renewed for most of the lease: stop before someone else runs."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: JobStatus | None  # None: fenced (someone else owns the job now) or released
+    error_code: str | None = None
+    message: str | None = None
+    release: str | None = None  # why the run goes back to the queue: "trainer_died", "shutdown"
+
+
+_DEAD = ("dead", None)
+
+
+class Supervisor:
+    def __init__(self, db: Database, settings: Settings, job_id: str, attempt: int) -> None:
+        self.db, self.settings, self.job_id, self.attempt = db, settings, job_id, attempt
+        self.relay = EventRelay(db, settings, job_id, attempt)
+        self._pending: deque[Event] = deque()  # events the database could not take yet
+        self._next_poll = 0.0
+        self._next_beat = time.monotonic() + settings.heartbeat_interval_s
+        self._renewed = time.monotonic()
+        # Stop before the lease can expire elsewhere: a reconciler acts at lease_timeout_s.
+        self._grace_s = settings.lease_timeout_s * 0.75
+        self._shutting_down = False
+
+    def run(self, spec: dict[str, Any], target: Target) -> Outcome:
+        mp = multiprocessing.get_context("spawn")  # fresh interpreter: no inherited CUDA state
+        events = mp.Queue()
+        stop_flag = mp.Value("i", STOP_NONE)
+        child = mp.Process(
+            target=target, args=(spec, events, stop_flag), name=f"trainer-{self.job_id}"
+        )
+        child.start()
+        try:
+            outcome = self._supervise(child, events, stop_flag)
+        except Fenced as exc:
+            log.warning(
+                "job %s attempt %s: %s; stopping its trainer",
+                self.job_id, self.attempt,
+                "lease not renewed" if isinstance(exc, LeaseLost) else "taken over",
+            )  # fmt: skip
+            stop_flag.value = STOP_ABORT
+            outcome = Outcome(None)
+        finally:
+            child.join(timeout=60)
+            if child.is_alive():
+                child.kill()
+                child.join()
+        if outcome is None:
+            detail = f"the trainer process died (exit code {child.exitcode})"
+            outcome = Outcome(None, "worker_lost", detail, release="trainer_died")
+        return outcome
+
+    def _supervise(self, child: Any, events: Any, stop_flag: Any) -> Outcome | None:
+        outcome: Outcome | None = None
+        while outcome is None:
+            message = _next_message(events, child)
+            if message is _DEAD:
+                break
+            if message is not None:
+                outcome = self._on_message(message)
+            self._tick(stop_flag)
+        self._flush_within_lease()
+        if self._shutting_down and (outcome is None or outcome.status == JobStatus.CANCELLED):
+            return Outcome(None, release="shutdown")
+        return outcome
+
+    def _on_message(self, message: tuple[str, Any]) -> Outcome | None:
+        kind, payload = message
+        if kind == "event":
+            self._pending.append(payload)
+            self._write_pending()
+            return None
+        if kind == "result":
+            return Outcome(JobStatus.SUCCEEDED)
+        if kind == "cancelled":
+            return Outcome(JobStatus.CANCELLED)
+        code, text = payload
+        return Outcome(JobStatus.FAILED, code, text)
+
+    def _write_pending(self) -> None:
+        """In order; an event stays pending while the database is unreachable."""
+        while self._pending:
+            try:
+                self.relay.handle(self._pending[0])
+            except OperationalError as exc:
+                self._unreachable(exc)
+                return
+            self._pending.popleft()
+
+    def _tick(self, stop_flag: Any) -> None:
+        if shutdown_requested.is_set() and not self._shutting_down:
+            log.info("job %s: the worker is shutting down; handing the job back", self.job_id)
+            self._shutting_down = True
+        try:
+            self._write_pending()
+            self.relay.maybe_flush()
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + self.settings.flag_poll_interval_s
+                stop_flag.value = self._requested_stop()
+            if now >= self._next_beat:
+                self._next_beat = now + self.settings.heartbeat_interval_s
+                with self.db.writing() as session:
+                    fenced_update(session, self.job_id, self.attempt, heartbeat_at=utcnow())
+                self._renewed = now
+        except OperationalError as exc:
+            self._unreachable(exc)
+        if self._shutting_down:
+            stop_flag.value = STOP_ABORT
+
+    def _unreachable(self, exc: OperationalError) -> None:
+        """Train on while the lease holds; past its grace, fence ourselves."""
+        down_s = time.monotonic() - self._renewed
+        log.warning("job %s: database unreachable for %.1f s: %s", self.job_id, down_s, exc)
+        if down_s >= self._grace_s:
+            raise LeaseLost(self.job_id) from exc
+
+    def _flush_within_lease(self) -> None:
+        while True:
+            try:
+                self._write_pending()
+                if not self._pending:
+                    self.relay.flush()
+                    return
+            except OperationalError as exc:
+                self._unreachable(exc)
+            if time.monotonic() - self._renewed >= self._grace_s:
+                raise LeaseLost(self.job_id)
+            time.sleep(min(1.0, self.settings.heartbeat_interval_s))
+
+    def _requested_stop(self) -> int:
+        if self._shutting_down:
+            return STOP_ABORT
+        with self.db.reading() as session:
+            row = session.execute(
+                sa.select(Job.cancel_requested, Job.stop_requested).where(Job.id == self.job_id)
+            ).one()
+        if row.cancel_requested:
+            return STOP_ABORT
+        return STOP_FINISH if row.stop_requested else STOP_NONE
+
+
+def _next_message(events: Any, child: Any) -> tuple[str, Any] | None:
+    """The child's next message; None on a quiet tick; _DEAD once it exited and is drained."""
+    try:
+        message: tuple[str, Any] = events.get(timeout=0.1)
+        return message
+    except queue.Empty:
+        if child.is_alive():
+            return None
+    try:  # after the child exits, its last messages may still be in the pipe
+        message = events.get(timeout=1.0)
+        return message
+    except queue.Empty:
+        return _DEAD
