@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     zip_max_total_bytes: int = 16 * GiB
     max_image_pixels: int = 64_000_000
     upload_chunk_bytes: int = 1 * MiB
+    # How often an open event stream (SSE) reads the job's event log for new entries.
+    events_poll_interval_s: float = Field(default=0.5, gt=0)
 
     progress_interval_s: float = Field(default=1.0, gt=0)
     flag_poll_interval_s: float = Field(default=0.5, gt=0)

@@ -170,6 +170,9 @@ def _finish_from_queue(session: Session, job: Job, kind: str) -> bool:
         return False
     session.refresh(job)
     record_event(session, job.id, kind, {"status": "cancelled"}, attempt=job.attempt)
+    # Every end is a `finished` entry in the log: event streams and webhooks wait for it.
+    finished = {"status": "cancelled", "error_code": None, "message": "cancelled while queued"}
+    record_event(session, job.id, "finished", finished, attempt=job.attempt)
     return True
 
 
