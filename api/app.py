@@ -12,7 +12,7 @@ from api.catalog.hashing import HashCache
 from api.db import Database
 from api.jobs.broker import Broker
 from api.limits import JsonBodyLimit
-from api.routes import catalog, datasets, jobs, stream, system, watch
+from api.routes import catalog, datasets, jobs, monitoring, stream, system, watch
 from api.routes.deps import AppContext, AuthCache
 from api.settings import Settings, get_settings
 
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (datasets, catalog, jobs, system, watch, stream):
+    for module in (datasets, catalog, jobs, system, watch, stream, monitoring):
         app.include_router(module.router)
     app.add_middleware(
         JsonBodyLimit, max_bytes=settings.max_json_bytes, max_depth=settings.max_json_depth

@@ -161,3 +161,33 @@ def watched(
     job_id = done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
     assert job_id, (done.stderr, watch_stack.log_tail())
     return Watched(watch_stack.job(job_id), done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def fresh_service(tmp_path: Path, make_service: Callable[..., Iterator[Any]]) -> Iterator[Any]:
+    """An in-process app on a fresh, migrated SQLite file (no worker): for fast tests."""
+    from api.db.migrate import upgrade
+
+    settings = Settings(home=tmp_path, models_dir=tmp_path / "models", events_poll_interval_s=0.05)
+    upgrade(settings.database_url)
+    yield from make_service(settings)
+
+
+PLAN = {"total_steps": 4, "batches_per_epoch": 2, "epochs": 2, "warmup_steps": 0,
+        "images_x_repeats": 2, "buckets": [], "warnings": []}  # fmt: skip
+
+
+def insert_job(settings: Settings, owner: str = "alice", **values: Any) -> str:
+    """A job row written directly, as a worker would leave it."""
+    from api.db import Database, Job, User
+
+    db = Database(settings.database_url, pool_size=1)
+    with db.writing() as session:
+        user = session.query(User).filter_by(name=owner).one()
+        job = Job(owner_id=user.id, base_model="m", dataset_id="d", params={}, config={},
+                  resolved={}, plan=PLAN, **values)  # fmt: skip
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    db.dispose()
+    return job_id
