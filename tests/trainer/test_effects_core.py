@@ -177,7 +177,7 @@ def test_sd_scripts_part_flags_drop_the_other_parts_group():
 
 
 @shows_effect("max_grad_norm")
-def test_max_grad_norm_clips_the_gradient_norm(trained_run):
+def test_max_grad_norm_clips_the_gradient_norm():
     from trainer.loop import optimizer_step
 
     class S:  # the slice of a Session that optimizer_step reads
