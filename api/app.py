@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.catalog.hashing import HashCache
+from api.datasets.staging import sweep_partial_uploads
 from api.db import Database
 from api.jobs.broker import Broker
 from api.limits import JsonBodyLimit
@@ -23,6 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.ensure_dirs()
+        sweep_partial_uploads(settings)  # an upload cut by a crash or restart leaves nothing
         ctx = AppContext(
             settings=settings,
             db=Database(settings.database_url),

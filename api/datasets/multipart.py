@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import IO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from api.exceptions import InvalidInput, Problem, TooLarge
+from api.exceptions import InsufficientStorage, InvalidInput, Problem, TooLarge
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 16
@@ -123,6 +124,10 @@ async def receive_form(
             parser.write(chunk)
         parser.finalize()
     except (TooLarge, InvalidInput):
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise InsufficientStorage("the server's disk is full; upload discarded") from exc
         raise
     except Exception as exc:  # python-multipart raises its own errors on malformed bodies
         raise InvalidInput([Problem(("body",), f"malformed multipart body: {exc}")]) from exc

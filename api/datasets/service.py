@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from api.datasets.archive import Limits, extract, plan_extraction
+from api.datasets.staging import staging_dir
 from api.datasets.validate import validate_extracted
 from api.db.models import Dataset, Job, JobStatus, User
 from api.exceptions import Conflict, InsufficientStorage, InvalidInput, NotFound, Problem
@@ -63,7 +64,7 @@ def create_dataset(
     """
     dataset_name = _clean_name(name, filename)
     limits = Limits(settings.zip_max_members, settings.zip_max_ratio, settings.zip_max_total_bytes)
-    staging = Path(tempfile.mkdtemp(prefix="dataset-", dir=settings.tmp_dir))
+    staging = staging_dir(settings, "dataset")
     try:
         try:
             with zipfile.ZipFile(zip_path) as zf:
@@ -80,6 +81,10 @@ def create_dataset(
             raise InvalidInput(
                 [Problem(("body", "file"), f"not a valid zip archive: {exc}")]
             ) from exc
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:  # the estimate passed, the disk filled meanwhile
+                raise InsufficientStorage("the disk filled up while extracting") from exc
+            raise
         summary = validate_extracted(staging, plan, max_pixels=settings.max_image_pixels)
         dataset = Dataset(
             owner_id=owner.id,

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
-from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.datasets import service
 from api.datasets.multipart import ReceivedForm, receive_form
+from api.datasets.staging import staging_dir
 from api.db import Dataset
 from api.exceptions import TooLarge
 from api.routes.deps import Ctx, CurrentUser
@@ -52,7 +51,7 @@ async def upload_dataset(request: Request, ctx: Ctx, user: CurrentUser) -> Datas
     if declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
         raise TooLarge(f"upload larger than the limit of {settings.max_upload_bytes} bytes")
     # Partial uploads live under the home (same filesystem), never in the system tmp.
-    workdir = Path(tempfile.mkdtemp(prefix="upload-", dir=settings.tmp_dir))
+    workdir = staging_dir(settings, "upload")
     try:
         form = await receive_form(
             request.stream(),

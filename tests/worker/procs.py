@@ -261,3 +261,26 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
     finally:
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+
+
+@contextlib.contextmanager
+def private_postgres(workdir: Path) -> Iterator[int]:
+    """A throw-away Postgres cluster (initdb/pg_ctl as the postgres user); yields its port."""
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        import pytest
+
+        pytest.skip("PostgreSQL server binaries are not installed")
+    data, port = workdir / "pgdata", free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.chown(workdir, "postgres")
+
+    def as_postgres(command: str) -> None:
+        subprocess.run(["su", "postgres", "-c", command], check=True, capture_output=True)
+
+    as_postgres(f"initdb -D {data} -A trust -U postgres --no-sync")
+    options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+    as_postgres(f"pg_ctl -D {data} -l {workdir / 'pg.log'} -o '{options}' -w start")
+    try:
+        yield port
+    finally:
+        as_postgres(f"pg_ctl -D {data} -m immediate -w stop")
