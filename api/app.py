@@ -13,9 +13,10 @@ from api.datasets.staging import sweep_partial_uploads
 from api.db import Database
 from api.jobs.broker import Broker
 from api.limits import JsonBodyLimit
-from api.routes import catalog, datasets, jobs, monitoring, stream, system, watch
+from api.routes import account, catalog, datasets, jobs, monitoring, stream, system, watch
 from api.routes.deps import AppContext, AuthCache
 from api.settings import Settings, get_settings
+from api.watch.webhooks import start_dispatcher, stop_dispatcher
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,9 +34,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             auth=AuthCache(settings.auth_cache_s),
         )
         app.state.ctx = ctx
+        webhooks = start_dispatcher(ctx.db, settings)  # None unless webhooks are allowed
         try:
             yield
         finally:
+            await stop_dispatcher(webhooks)
             ctx.broker.close()
             ctx.db.dispose()
 
@@ -46,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (datasets, catalog, jobs, system, watch, stream, monitoring):
+    for module in (datasets, catalog, jobs, system, watch, stream, monitoring, account):
         app.include_router(module.router)
     app.add_middleware(
         JsonBodyLimit, max_bytes=settings.max_json_bytes, max_depth=settings.max_json_depth

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     upload_chunk_bytes: int = 1 * MiB
     # How often an open event stream (SSE) reads the job's event log for new entries.
     events_poll_interval_s: float = Field(default=0.5, gt=0)
+    # Webhooks go only to these hosts (comma-separated names): empty turns them off, so the
+    # server can't be pointed at the local network by anyone who can submit a job.
+    webhook_allowed_hosts: str = ""
+    webhook_max_attempts: int = Field(default=6, ge=1)
+    webhook_backoff_s: float = Field(default=2.0, gt=0)  # doubles after each failed try
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_poll_interval_s: float = Field(default=1.0, gt=0)
 
     progress_interval_s: float = Field(default=1.0, gt=0)
     flag_poll_interval_s: float = Field(default=0.5, gt=0)
@@ -63,6 +70,12 @@ class Settings(BaseSettings):
         if not self.broker_url:
             self.broker_url = f"sqla+sqlite:///{self.home / 'broker.db'}"
         return self
+
+    @property
+    def webhook_hosts(self) -> frozenset[str]:
+        return frozenset(
+            h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip()
+        )
 
     @property
     def datasets_dir(self) -> Path:

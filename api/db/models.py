@@ -66,6 +66,8 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    # Keys the HMAC of this user's webhook bodies; made on first use, shown by GET /v1/me.
+    webhook_secret: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 class Dataset(Base):
@@ -89,6 +91,7 @@ class Job(Base):
         sa.UniqueConstraint("owner_id", "idempotency_key", name="uq_jobs_owner_idempotency"),
         sa.Index("ix_jobs_status_created", "status", "created_at"),
         sa.Index("ix_jobs_owner_created", "owner_id", "created_at"),
+        sa.Index("ix_jobs_notify_status", "notify_status"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)
@@ -117,6 +120,12 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Webhook outbox: "pending" until delivered (or "failed" after the last retry); the
+    # dispatcher claims a delivery by moving notify_next_at forward.
+    notify_url: Mapped[str | None] = mapped_column(sa.String(2000))
+    notify_status: Mapped[str | None] = mapped_column(sa.String(16))
+    notify_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    notify_next_at: Mapped[datetime | None]
 
 
 class JobEvent(Base):

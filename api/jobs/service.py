@@ -33,7 +33,10 @@ MAX_PAGE = 200
 
 
 def request_hash(request: JobRequest) -> str:
-    canonical = json.dumps(asdict(request), sort_keys=True, separators=(",", ":"), default=str)
+    fields = asdict(request)
+    if fields["notify_url"] is None:  # hashes of requests from before webhooks stay the same
+        del fields["notify_url"]
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -93,6 +96,8 @@ def submit_job(
         progress=None,
         idempotency_key=idempotency_key,
         request_hash=digest,
+        notify_url=request.notify_url,
+        notify_status="pending" if request.notify_url else None,
     )
     try:
         with session.begin_nested():  # a concurrent submit with the same key loses cleanly

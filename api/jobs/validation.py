@@ -18,6 +18,7 @@ from api.datasets.service import dataset_path, get_dataset
 from api.db.models import Artifact, Dataset, Job, User
 from api.exceptions import InvalidInput, NotFound, Problem
 from api.settings import Settings
+from api.watch.allowlist import notify_url_problem
 from trainer.config import PayloadError, TrainingConfig, parse_payload
 from trainer.errors import InvalidDatasetError
 from trainer.plan import TrainingPlan, plan_training
@@ -41,6 +42,7 @@ class JobRequest:
     params: dict[str, Any]
     reg_dataset_id: str | None = None
     name: str | None = None
+    notify_url: str | None = None
 
 
 @dataclass
@@ -153,6 +155,8 @@ def validate_job(
     reg = check.dataset(request.reg_dataset_id, "reg_dataset_id")
     model = check.model(request.base_model)
     check.server_rules(request.params, request.base_model)
+    if notify_problem := notify_url_problem(settings, request.notify_url):
+        check.problem(_p("notify_url"), notify_problem)
     flagged = {p.loc[2] for p in check.problems if len(p.loc) > 2}
     parsed = None
     try:

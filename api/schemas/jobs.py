@@ -16,6 +16,13 @@ class JobCreate(BaseModel):
     params: dict[str, Any] = Field(description="The Kohya_SS GUI JSON payload, as is")
     reg_dataset_id: str | None = Field(default=None, max_length=64)
     name: str | None = Field(default=None, max_length=200)
+    notify_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="POSTed a signed JSON body when the job ends (X-Lorabox-Signature: "
+        "sha256=<HMAC-SHA256 of the raw body keyed by your secret from GET /v1/me>); only "
+        "hosts on the server's LORABOX_WEBHOOK_ALLOWED_HOSTS",
+    )
 
 
 class BucketRead(BaseModel):

@@ -164,13 +164,34 @@ def watched(
 
 
 @pytest.fixture
-def fresh_service(tmp_path: Path, make_service: Callable[..., Iterator[Any]]) -> Iterator[Any]:
-    """An in-process app on a fresh, migrated SQLite file (no worker): for fast tests."""
+def fresh_service_with(
+    tmp_path: Path, make_service: Callable[..., Iterator[Any]]
+) -> Iterator[Callable[..., Any]]:
+    """``fresh_service_with(**settings)``: an in-process app on a fresh, migrated SQLite file
+    (no worker), for fast tests."""
     from api.db.migrate import upgrade
 
-    settings = Settings(home=tmp_path, models_dir=tmp_path / "models", events_poll_interval_s=0.05)
-    upgrade(settings.database_url)
-    yield from make_service(settings)
+    running: list[Iterator[Any]] = []
+
+    def build(**overrides: Any) -> Any:
+        home = tmp_path / f"home{len(running)}"
+        values: dict[str, Any] = {"home": home, "models_dir": home / "models",
+                                  "events_poll_interval_s": 0.05}  # fmt: skip
+        settings = Settings(**(values | overrides))
+        settings.ensure_dirs()
+        upgrade(settings.database_url)
+        gen = make_service(settings)
+        running.append(gen)
+        return next(gen)
+
+    yield build
+    for gen in running:
+        gen.close()
+
+
+@pytest.fixture
+def fresh_service(fresh_service_with: Callable[..., Any]) -> Any:
+    return fresh_service_with()
 
 
 PLAN = {"total_steps": 4, "batches_per_epoch": 2, "epochs": 2, "warmup_steps": 0,
@@ -191,3 +212,22 @@ def insert_job(settings: Settings, owner: str = "alice", **values: Any) -> str:
         job_id = job.id
     db.dispose()
     return job_id
+
+
+@pytest.fixture(scope="session")
+def job_body(
+    watch_stack: WatchStack,
+    make_zip: Callable[..., bytes],
+    make_png: Callable[..., bytes],
+    payload: Callable[..., dict[str, Any]],
+) -> Callable[..., dict[str, Any]]:
+    """``job_body(model=..., **params)``: a submit body on a one-image dataset."""
+    dataset = watch_stack.dataset(
+        make_zip({"1_toy/a.png": make_png(64, 64, (10, 200, 90)), "1_toy/a.txt": b"a toy"})
+    )
+
+    def build(model: str = "tiny-sdxl", **overrides: Any) -> dict[str, Any]:
+        params = payload(max_resolution="64,64", **overrides)
+        return {"dataset_id": dataset, "base_model": model, "params": params}
+
+    return build
