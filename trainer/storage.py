@@ -24,11 +24,15 @@ def atomic_path(final: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
+        if _disk_full(exc):
             raise DiskFullError(f"disk full while writing {final.name}") from exc
         raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC; safetensors reports it as a SafetensorError carrying only the OS message."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    return "No space left on device" in str(exc) or "os error 28" in str(exc)

@@ -45,6 +45,8 @@ class Database:
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size
+            # An unreachable server fails fast (503, a retried heartbeat), never hangs a request.
+            kwargs["connect_args"] = {"connect_timeout": 5}
         self.engine = sa.create_engine(url, **kwargs)
         self.is_sqlite = is_sqlite
         if is_sqlite:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -227,6 +228,8 @@ class TcpProxy:
     def cut(self) -> None:
         with self._lock:
             if self._listener is not None:
+                with contextlib.suppress(OSError):  # wakes the blocked accept() on Linux
+                    self._listener.shutdown(socket.SHUT_RDWR)
                 self._listener.close()
                 self._listener = None
             for conn in self._conns:
@@ -264,14 +267,15 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def private_postgres(workdir: Path) -> Iterator[int]:
+def private_postgres() -> Iterator[int]:
     """A throw-away Postgres cluster (initdb/pg_ctl as the postgres user); yields its port."""
     if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
         import pytest
 
         pytest.skip("PostgreSQL server binaries are not installed")
+    # Outside pytest's tmp_path: its parents are private to root, the server runs as postgres.
+    workdir = Path(tempfile.mkdtemp(prefix="lorabox-pg-"))
     data, port = workdir / "pgdata", free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
     shutil.chown(workdir, "postgres")
 
     def as_postgres(command: str) -> None:
@@ -284,3 +288,4 @@ def private_postgres(workdir: Path) -> Iterator[int]:
         yield port
     finally:
         as_postgres(f"pg_ctl -D {data} -m immediate -w stop")
+        shutil.rmtree(workdir, ignore_errors=True)
