@@ -96,8 +96,12 @@ def train_in_child(spec: dict[str, Any], events: EventQueue, stop_flag: Synchron
     from trainer.errors import TrainerError, TrainingCancelled
     from trainer.hooks import Event, StopRequest
     from trainer.run import TrainingJob, train
+    from worker.tensorboard import TensorBoardReporter
+
+    board = TensorBoardReporter(Path(spec["output_dir"]))
 
     def reporter(event: Event) -> None:
+        board(event)
         events.put(("event", event))
 
     def stop() -> StopRequest | None:
@@ -117,7 +121,10 @@ def train_in_child(spec: dict[str, Any], events: EventQueue, stop_flag: Synchron
             network_weights=_path(spec, "network_weights"),
             resume_state=_path(spec, "resume_state"),
         )
-        result = train(job, reporter=reporter, stop=stop, step_hook=step_hook)
+        try:
+            result = train(job, reporter=reporter, stop=stop, step_hook=step_hook)
+        finally:  # the charts are published whatever the outcome, before it is reported
+            board.close(reporter)
     except TrainingCancelled:
         events.put(("cancelled", None))
     except TrainerError as exc:
