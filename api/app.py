@@ -13,7 +13,17 @@ from api.datasets.staging import sweep_partial_uploads
 from api.db import Database
 from api.jobs.broker import Broker
 from api.limits import JsonBodyLimit
-from api.routes import account, catalog, datasets, jobs, monitoring, stream, system, watch
+from api.routes import (
+    account,
+    catalog,
+    dashboard,
+    datasets,
+    jobs,
+    monitoring,
+    stream,
+    system,
+    watch,
+)
 from api.routes.deps import AppContext, AuthCache
 from api.settings import Settings, get_settings
 from api.watch.webhooks import start_dispatcher, stop_dispatcher
@@ -49,8 +59,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (datasets, catalog, jobs, system, watch, stream, monitoring, account):
+    for module in (datasets, catalog, jobs, system, watch, stream, monitoring, account, dashboard):
         app.include_router(module.router)
+    app.mount("/static", dashboard.static_files, name="static")
     app.add_middleware(
         JsonBodyLimit, max_bytes=settings.max_json_bytes, max_depth=settings.max_json_depth
     )

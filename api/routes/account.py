@@ -1,15 +1,22 @@
-"""The caller's own account: who they are and the secret that signs their webhooks."""
+"""The caller's own account: who they are, the secret that signs their webhooks, and the
+browser sign-in (a cookie) for the dashboard."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.db import User
-from api.routes.deps import Ctx, CurrentUser
+from api.routes.deps import SESSION_COOKIE, Ctx, CurrentUser
+from api.users import authenticate
 from api.watch.webhooks import SIGNATURE_HEADER, ensure_secret
 
 router = APIRouter(prefix="/v1", tags=["account"])
+
+
+class SessionRead(BaseModel):
+    name: str
+    is_admin: bool
 
 
 class MeRead(BaseModel):
@@ -28,3 +35,35 @@ def me(ctx: Ctx, user: CurrentUser) -> MeRead:
         assert row is not None
         secret = ensure_secret(session, row)
         return MeRead(name=row.name, is_admin=row.is_admin, webhook_secret=secret)
+
+
+class SessionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, max_length=200)
+
+
+@router.post("/session", response_model=SessionRead)
+def sign_in(body: SessionCreate, request: Request, response: Response, ctx: Ctx) -> SessionRead:
+    """Browsers: trade a token for an HttpOnly, SameSite=Strict cookie the API accepts like
+    a bearer token (SameSite=Strict keeps other sites from using it: no CSRF)."""
+    with ctx.db.reading() as session:
+        user = authenticate(session, body.token)
+    if user is None:
+        raise HTTPException(401, "invalid or revoked token")
+    response.set_cookie(
+        SESSION_COOKIE,
+        body.token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return SessionRead(name=user.name, is_admin=user.is_admin)
+
+
+@router.delete("/session", status_code=204)
+def sign_out() -> Response:
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response

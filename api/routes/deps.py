@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.catalog.hashing import HashCache
 from api.db import Database, User
@@ -55,21 +55,28 @@ def get_ctx(request: Request) -> AppContext:
 
 
 _bearer = HTTPBearer(auto_error=False, description="a token from `lorabox user add NAME`")
+SESSION_COOKIE = "lorabox_session"
+# The dashboard's sign-in (POST /v1/session): a browser's EventSource can't send a header.
+_cookie = APIKeyCookie(
+    name=SESSION_COOKIE, auto_error=False, description="set by POST /v1/session (browsers)"
+)
 
 
 async def current_user(
     ctx: Annotated[AppContext, Depends(get_ctx)],
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)],
 ) -> User:
     # async, with one indexed read inline: a thread hop per request costs more than the query.
     challenge = {"WWW-Authenticate": "Bearer"}
-    if creds is None:
+    token = creds.credentials if creds is not None else cookie
+    if not token:
         raise HTTPException(401, "missing bearer token", headers=challenge)
-    key = digest(creds.credentials)
+    key = digest(token)
     user = ctx.auth.get(key)
     if user is None:
         with ctx.db.reading() as session:
-            user = authenticate(session, creds.credentials)
+            user = authenticate(session, token)
         if user is not None:
             ctx.auth.put(key, user)
     if user is None:

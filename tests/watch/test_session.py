@@ -1,0 +1,41 @@
+"""Browser sign-in: a token becomes an HttpOnly, SameSite=Strict cookie the API accepts."""
+
+from __future__ import annotations
+
+
+def test_signing_in_sets_a_strict_httponly_cookie_that_authenticates(fresh_service):
+    client = fresh_service.client
+    response = client.post("/v1/session", json={"token": fresh_service.tokens["alice"]})
+    assert response.status_code == 200 and response.json()["name"] == "alice"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("lorabox_session=")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert client.get("/v1/me").json()["name"] == "alice"  # the cookie alone
+    assert client.get("/v1/jobs").status_code == 200
+    assert client.delete("/v1/session").status_code == 204
+    client.cookies.clear()
+    assert client.get("/v1/me").status_code == 401
+
+
+def test_a_bad_token_gets_no_cookie(fresh_service):
+    response = fresh_service.client.post("/v1/session", json={"token": "lbx_wrong"})
+    assert response.status_code == 401 and "set-cookie" not in response.headers
+    revoked_cookie = {"lorabox_session": "lbx_wrong"}
+    assert fresh_service.client.get("/v1/me", cookies=revoked_cookie).status_code == 401
+
+
+def test_a_bearer_token_wins_over_the_cookie(fresh_service):
+    client = fresh_service.client
+    client.post("/v1/session", json={"token": fresh_service.tokens["alice"]})
+    assert client.get("/v1/me", headers=fresh_service.as_("bob")).json()["name"] == "bob"
+    client.cookies.clear()
+
+
+def test_the_dashboard_is_served_at_the_root_with_its_assets(fresh_service):
+    page = fresh_service.client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert '<script src="/static/app.js"' in page.text
+    for asset, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+        response = fresh_service.client.get(f"/static/{asset}")
+        assert response.status_code == 200 and kind in response.headers["content-type"]
