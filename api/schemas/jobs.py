@@ -46,21 +46,30 @@ class PlanRead(BaseModel):
 
 
 class ProgressRead(BaseModel):
-    """Live progress; null fields are not known yet (or, for GPU memory, off CUDA)."""
+    """Live progress. Scripts rely on these names: they stay stable. A null field is not
+    known yet (or, for GPU memory, not measured off CUDA)."""
 
-    phase: Literal["queued", "loading", "caching", "training", "saving", "sampling"] | None = None
-    step: int | None = None
-    total_steps: int | None = None
-    epoch: int | None = None
-    total_epochs: int | None = None
-    loss: float | None = None
-    avg_loss: float | None = Field(default=None, description="Kohya's moving average")
-    lr: dict[str, float] | None = Field(default=None, description="learning rate per group")
-    samples_per_s: float | None = None
-    s_per_step: float | None = None
-    elapsed_s: float | None = None
-    eta_s: float | None = None
-    peak_gpu_mem_bytes: int | None = None
+    phase: Literal["queued", "loading", "caching", "training", "saving", "sampling"] | None = Field(
+        default=None, description="what the job is doing now"
+    )
+    step: int | None = Field(default=None, description="optimizer steps done")
+    total_steps: int | None = Field(default=None, description="optimizer steps planned")
+    epoch: int | None = Field(default=None, description="the current epoch, 1-based")
+    total_epochs: int | None = Field(default=None, description="epochs planned")
+    loss: float | None = Field(default=None, description="the last step's loss")
+    avg_loss: float | None = Field(
+        default=None, description="Kohya's moving average of the loss over the last epoch's steps"
+    )
+    lr: dict[str, float] | None = Field(
+        default=None, description="learning rate per parameter group (unet, textencoder, ...)"
+    )
+    samples_per_s: float | None = Field(default=None, description="training images per second")
+    s_per_step: float | None = Field(default=None, description="seconds per optimizer step")
+    elapsed_s: float | None = Field(default=None, description="seconds since the run started")
+    eta_s: float | None = Field(default=None, description="estimated seconds to the last step")
+    peak_gpu_mem_bytes: int | None = Field(
+        default=None, description="peak CUDA memory allocated; null off CUDA"
+    )
 
 
 class ErrorRead(BaseModel):

@@ -39,3 +39,15 @@ def test_the_dashboard_is_served_at_the_root_with_its_assets(fresh_service):
     for asset, kind in (("app.js", "javascript"), ("style.css", "text/css")):
         response = fresh_service.client.get(f"/static/{asset}")
         assert response.status_code == 200 and kind in response.headers["content-type"]
+
+
+PROGRESS_FIELDS = ["phase", "step", "total_steps", "epoch", "total_epochs", "loss", "avg_loss",
+                   "lr", "samples_per_s", "s_per_step", "elapsed_s", "eta_s",
+                   "peak_gpu_mem_bytes"]  # fmt: skip
+
+
+def test_the_progress_fields_are_named_and_documented_in_the_openapi_schema(fresh_service):
+    schema = fresh_service.client.get("/openapi.json").json()
+    progress = schema["components"]["schemas"]["ProgressRead"]["properties"]
+    assert list(progress) == PROGRESS_FIELDS
+    assert all(field.get("description") for field in progress.values())
