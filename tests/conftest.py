@@ -10,6 +10,7 @@ import socket
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,17 @@ def require_server(url: str, what: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh database per test session on the shared server, dropped afterwards."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty database on the shared server for as long as the block runs.
+
+    Stacks that run their own worker take one each, so a reconciler never sees
+    (and re-sends) another test's queued jobs.
+    """
     require_server(PG_URL, "PostgreSQL")
     import sqlalchemy as sa
 

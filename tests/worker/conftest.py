@@ -24,6 +24,7 @@ from api.db import Database
 from api.db.migrate import upgrade
 from api.settings import Settings
 from api.users import add_user
+from tests.conftest import fresh_postgres_database
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -162,10 +163,19 @@ def embedded_stack(
 def production_stack(
     tmp_path_factory: pytest.TempPathFactory,
     tiny_models_dir: Path,
-    postgres_url: str,
     redis_url: str,
 ) -> Iterator[Stack]:
     """Postgres + Redis with separate API and worker processes, as in docker-compose."""
+    with fresh_postgres_database() as postgres_url:
+        yield from _production_stack(tmp_path_factory, tiny_models_dir, postgres_url, redis_url)
+
+
+def _production_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_models_dir: Path,
+    postgres_url: str,
+    redis_url: str,
+) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("production-home")
     queue = f"lorabox-test-{uuid.uuid4().hex[:8]}"  # the shared Redis may serve others too
     settings = Settings(home=home, models_dir=tiny_models_dir, database_url=postgres_url,

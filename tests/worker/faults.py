@@ -46,9 +46,10 @@ def hook(spec: dict[str, Any]) -> Callable[[int], None]:
 
 
 def trainer_starts(marker_dir: Path) -> dict[str, list[int]]:
-    """job id -> pids of the trainer processes that started for it."""
+    """job id -> pids of the trainer processes that started for it, in start order."""
     starts: dict[str, list[int]] = {}
-    for marker in marker_dir.iterdir():
+    # Directory order is arbitrary; the markers' creation times give the start order.
+    for marker in sorted(marker_dir.iterdir(), key=lambda path: path.stat().st_mtime_ns):
         job_id, pid = marker.name.split(".")
         starts.setdefault(job_id, []).append(int(pid))
     return starts

@@ -28,12 +28,14 @@ from api.settings import Settings
 from tests.worker.conftest import Stack, free_port, service_env
 from tests.worker.faults import trainer_starts
 
-# Leases short enough to expire within a test; the reconciler runs every second.
+# Leases short enough to expire within a test, long enough that a busy 2-core CI box
+# (a trainer importing torch starves the heartbeat thread) does not fence a healthy
+# worker; the reconciler runs every second.
 FAST = {
     "LORABOX_HEARTBEAT_INTERVAL_S": "0.5",
-    "LORABOX_LEASE_TIMEOUT_S": "4",
+    "LORABOX_LEASE_TIMEOUT_S": "10",
     "LORABOX_RECONCILE_INTERVAL_S": "1",
-    "LORABOX_REQUEUE_AFTER_S": "6",
+    "LORABOX_REQUEUE_AFTER_S": "12",
     "LORABOX_TEST_STEP_HOOK": "tests.worker.faults:hook",
 }
 

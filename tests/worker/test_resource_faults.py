@@ -90,8 +90,10 @@ def test_a_full_disk_at_a_checkpoint_fails_the_job_disk_full_and_keeps_earlier_f
         for name, artifact in saved.items():
             data = (out / name).read_bytes()
             assert hashlib.sha256(data).hexdigest() == artifact["sha256"]
-        on_disk = sorted(p.name for p in out.iterdir() if p.name != "train.log")
-        assert on_disk == sorted(saved)  # no temporary or truncated file published
+        # No temporary or truncated file published (the log and TensorBoard folder aside).
+        beside = ("train.log", "tensorboard")
+        on_disk = sorted(p.name for p in out.iterdir() if p.name not in beside)
+        assert on_disk == sorted(saved)
 
 
 def test_nan_loss_and_cuda_oom_fail_their_jobs_with_reasons_and_the_next_job_runs_normally(
