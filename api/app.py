@@ -60,9 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     for module in (datasets, catalog, jobs, system, watch, stream, monitoring, account, dashboard):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=errors.documented_errors())
     app.mount("/static", dashboard.static_files, name="static")
     app.add_middleware(
-        JsonBodyLimit, max_bytes=settings.max_json_bytes, max_depth=settings.max_json_depth
+        JsonBodyLimit,
+        max_bytes=settings.max_json_bytes,
+        max_depth=settings.max_json_depth,
+        upload_paths=("/v1/datasets",),
     )
     return app

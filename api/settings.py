@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     requeue_after_s: float = Field(default=900.0, gt=0)
     reconcile_interval_s: float = Field(default=15.0, gt=0)
+    # A cancelled trainer that has not ended this long after the worker saw the cancel (stuck in
+    # one call that can't poll, as reading a base model) is killed; the job ends `cancelled`.
+    cancel_grace_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:

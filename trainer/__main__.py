@@ -15,6 +15,7 @@ from pathlib import Path
 from trainer.config import PayloadError, parse_payload
 from trainer.errors import TrainerError, TrainingCancelled
 from trainer.hooks import (
+    ArtifactRemoved,
     ArtifactSaved,
     EpochCompleted,
     Event,
@@ -47,6 +48,8 @@ def print_event(event: Event) -> None:
         print(f"epoch {event.epoch} done, avr_loss {event.avg_loss:.4f}", flush=True)
     elif isinstance(event, ArtifactSaved):
         print(f"saved {event.kind}: {event.path}", flush=True)
+    elif isinstance(event, ArtifactRemoved):
+        print(f"removed: {event.path}", flush=True)
     elif isinstance(event, Notice):
         print(f"warning: {event.field + ': ' if event.field else ''}{event.message}", flush=True)
 
@@ -64,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--base-config", type=Path, help="diffusers config folder for --base")
     parser.add_argument("--vae", type=Path, help="VAE .safetensors (overrides the payload's vae)")
     parser.add_argument("--network-weights", type=Path, help="Kohya LoRA to continue from")
+    parser.add_argument(
+        "--resume", type=Path, help="training state (*-state.safetensors) to continue exactly"
+    )
     return parser.parse_args(argv)
 
 
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     job = TrainingJob(
         config=config, base_model=args.base, data_dir=args.data, output_dir=args.out,
-        base_config=args.base_config, vae=vae, network_weights=weights,
+        base_config=args.base_config, vae=vae, network_weights=weights, resume_state=args.resume,
     )  # fmt: skip
     try:
         result = train(job, reporter=print_event)

@@ -58,5 +58,22 @@ class DiskFullError(TrainerError):
     code = "disk_full"
 
 
+class ResumeStateError(TrainerError):
+    """A training state that can't be read, or was saved by a different run."""
+
+    code = "invalid_resume_state"
+
+
 class TrainingCancelled(Exception):  # noqa: N818 - a control-flow signal, not a failure
     """Raised when the host asked to discard the run (cancel)."""
+
+
+class TrainingSuspended(Exception):  # noqa: N818 - a control-flow signal, not a failure
+    """Raised after the host asked to suspend and the training state was saved.
+
+    ``state`` names the saved state file (None when nothing had trained yet)."""
+
+    def __init__(self, state: str | None, step: int) -> None:
+        super().__init__(f"suspended at step {step}")
+        self.state = state
+        self.step = step

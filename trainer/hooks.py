@@ -11,9 +11,25 @@ from typing import Literal, Protocol
 
 Phase = Literal["loading", "caching", "training", "saving", "sampling"]
 ArtifactKind = Literal["lora", "checkpoint", "state", "sample", "tensorboard", "log"]
-StopRequest = Literal["finish", "abort"]
-"""``finish``: end within one step and save the final LoRA from the current
-weights. ``abort``: end within one step, save nothing more (a cancel)."""
+StopRequest = Literal["finish", "abort", "suspend"]
+"""What the host asks for; it keeps answering the same once asked. The trainer polls it
+before every micro-step and, during setup, between phases (at the start, after the dataset
+scan, after loading the model, after building the network, after caching) and between
+latent-caching batches, so no request waits for minutes of setup; a single long call (one
+model file being read) can't be interrupted, which is why the worker kills a trainer that
+ignores a cancel for too long.
+
+``finish``: end within one step and save the final LoRA from the current weights. Before the
+first step that is the LoRA as it stands, trained zero steps (its initial weights, the
+``network_weights`` as loaded, a resumed state's): loading and building the network still
+complete, since the file needs them, but caching is skipped or cut short, as no step will
+read it. (A job not started yet has no weights at all: the service cancels it instead.)
+``abort``: end within one step, or at the next setup phase or caching batch, saving nothing
+more (a cancel): ``TrainingCancelled``.
+``suspend``: at the next optimizer-step boundary save the training state and end
+(``TrainingSuspended``), so another process can resume the run exactly. During setup
+nothing new exists to save: it ends at the next phase or caching batch with no state (the
+one the run started from, if any, is still the one to resume)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,13 @@ class ArtifactSaved:
 
 
 @dataclass(frozen=True)
+class ArtifactRemoved:
+    """A file published earlier was deleted (``save_last_n_steps`` keeps a window)."""
+
+    path: str  # relative to the run's output directory
+
+
+@dataclass(frozen=True)
 class Notice:
     """A warning worth showing the user (a fallback taken, a value adjusted)."""
 
@@ -67,7 +90,15 @@ class Notice:
     field: str | None = None
 
 
-Event = PhaseChanged | TrainingStarted | StepCompleted | EpochCompleted | ArtifactSaved | Notice
+Event = (
+    PhaseChanged
+    | TrainingStarted
+    | StepCompleted
+    | EpochCompleted
+    | ArtifactSaved
+    | ArtifactRemoved
+    | Notice
+)
 
 
 class Reporter(Protocol):

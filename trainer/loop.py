@@ -9,16 +9,16 @@ accelerate does), report, save on Kohya's intervals - then the final save.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
 from trainer.data.batches import epoch_batches
-from trainer.errors import NonFiniteLossError, TrainingCancelled
+from trainer.errors import NonFiniteLossError, TrainingCancelled, TrainingSuspended
 from trainer.hooks import (
     EpochCompleted,
     PhaseChanged,
@@ -28,13 +28,19 @@ from trainer.hooks import (
     TrainingStarted,
 )
 from trainer.lora.regularizers import MaxNormReport, apply_max_norm
+from trainer.position import Position
+from trainer.sampling.samples import sample_if_due
 from trainer.saving import (
     epoch_file_name,
+    epoch_state_name,
     final_file_name,
+    final_state_name,
     save_checkpoint,
+    save_state,
     save_step_checkpoint,
     should_save_epoch,
     should_save_step,
+    step_state_name,
 )
 from trainer.session import Session
 from trainer.step import training_loss
@@ -48,23 +54,6 @@ class TrainingResult:
     steps: int
     epochs: int
     stopped_early: bool
-
-
-class LossRecorder:
-    """Kohya's ``avr_loss``: the mean of the last epoch's worth of micro-step losses."""
-
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def add(self, epoch: int, index: int, loss: float) -> float:
-        if epoch == 1 or index >= len(self.losses):
-            self.losses.append(loss)
-        else:
-            self.losses[index] = loss
-        return self.average()
-
-    def average(self) -> float:
-        return sum(self.losses) / len(self.losses) if self.losses else math.nan
 
 
 def optimizer_step(s: Session) -> MaxNormReport | None:
@@ -127,59 +116,105 @@ def step_report(
 
 
 def run_training(
-    s: Session, reporter: Reporter, stop: StopSignal, step_hook: StepHook | None = None
+    s: Session,
+    reporter: Reporter,
+    stop: StopSignal,
+    step_hook: StepHook | None = None,
+    position: Position | None = None,
 ) -> TrainingResult:
+    """Train from ``position`` (a restored training state) or from the start."""
     plan, config = s.plan, s.config
-    accumulation = config.gradient_accumulation_steps
-    reporter(TrainingStarted(plan.total_steps, plan.epochs, plan.batches_per_epoch))
+    at = position or Position()
+    resumed_at = at.step
+    reporter(TrainingStarted(plan.total_steps, plan.epochs, plan.batches_per_epoch, at.step))
     reporter(PhaseChanged("training"))
-    recorder, step, epoch, finished_early = LossRecorder(), 0, 0, False
-    last = time.perf_counter()
-    if s.text_encoder_stop_step == 0:
+    if s.text_encoder_stop_step is not None and at.step >= s.text_encoder_stop_step:
         freeze_text_encoders(s)
-    for epoch in range(1, plan.epochs + 1):
-        batches = epoch_batches(s.images, config.train_batch_size, s.seed, epoch)
-        for index, batch in enumerate(batches):
-            request = stop()
-            if request == "abort":
-                raise TrainingCancelled()
-            if request == "finish" or step >= plan.total_steps:
-                finished_early = request == "finish"
-                break
-            if step_hook is not None:
-                step_hook(step + 1)
-            loss = training_loss(s, batch, epoch)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(_nan_message(step + 1), step=step + 1)
-            scaled = loss / accumulation
-            (s.scaler.scale(scaled) if s.scaler is not None else scaled).backward()
-            avg_loss = recorder.add(epoch, index, loss.item())
-            if (index + 1) % accumulation and index + 1 < len(batches):
-                continue  # accumulate more micro-steps before the optimizer step
-            max_norm = optimizer_step(s)
-            step += 1
-            if step == s.text_encoder_stop_step:
-                freeze_text_encoders(s)
-            now = time.perf_counter()
-            samples = len(batch.images) * accumulation
-            reporter(
-                step_report(s, step, epoch, loss.item(), avg_loss, samples, now - last, max_norm)
-            )
-            last = now
-            if should_save_step(config.save_every_n_steps, step, plan.total_steps):
-                save_step_checkpoint(s, reporter, step, epoch)
-        if finished_early or step >= plan.total_steps and epoch < plan.epochs:
+    finished_early = False
+    for epoch in range(at.epoch, plan.epochs + 1):
+        if at.order is None:  # a resumed state already holds its epoch's order
+            at.order = epoch_batches(s.images, config.train_batch_size, s.seed, epoch)
+        finished_early = train_epoch(s, reporter, stop, step_hook, at, resumed_at)
+        if finished_early or at.step >= plan.total_steps and epoch < plan.epochs:
             break
-        reporter(EpochCompleted(epoch, recorder.average()))
+        reporter(EpochCompleted(epoch, at.recorder.average()))
+        at.epoch, at.next_batch, at.order = epoch + 1, 0, None
         if should_save_epoch(config.save_every_n_epochs, epoch, plan.epochs):
             reporter(PhaseChanged("saving"))
-            name = epoch_file_name(config.output_name, epoch)
-            save_checkpoint(s, reporter, name, step, epoch, final=False)
+            save_checkpoint(
+                s, reporter, epoch_file_name(config.output_name, epoch), at.step, epoch, False
+            )
+            if config.save_state:
+                save_state(s, reporter, epoch_state_name(config.output_name, epoch), at, epoch)
             reporter(PhaseChanged("training"))
+        sample_if_due(s, reporter, step=at.step, epoch=epoch, epoch_end=True)
+    epoch = min(at.epoch, plan.epochs)
     reporter(PhaseChanged("saving"))
     final = final_file_name(config.output_name)
-    save_checkpoint(s, reporter, final, step, epoch, final=True)
-    return TrainingResult(s.output_dir / final, step, epoch, finished_early)
+    save_checkpoint(s, reporter, final, at.step, epoch, final=True)
+    if config.save_state or config.save_state_on_train_end:
+        save_state(s, reporter, final_state_name(config.output_name), at, epoch)
+    return TrainingResult(s.output_dir / final, at.step, epoch, finished_early)
+
+
+def train_epoch(
+    s: Session,
+    reporter: Reporter,
+    stop: StopSignal,
+    step_hook: StepHook | None,
+    at: Position,
+    resumed_at: int,
+) -> bool:
+    """The batches of ``at.epoch`` from ``at.next_batch`` on; True when asked to finish early."""
+    plan, config, batches = s.plan, s.config, at.order or []
+    accumulation = config.gradient_accumulation_steps
+    last = time.perf_counter()
+    while at.next_batch < len(batches):
+        index, batch = at.next_batch, batches[at.next_batch]
+        request = stop()
+        if request == "abort":
+            raise TrainingCancelled()
+        if request == "suspend" and index % accumulation == 0:
+            suspend(s, reporter, at, resumed_at)
+        if request == "finish" or at.step >= plan.total_steps:
+            return request == "finish"
+        if step_hook is not None:
+            step_hook(at.step + 1)
+        loss = training_loss(s, batch, at.epoch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(_nan_message(at.step + 1), step=at.step + 1)
+        scaled = loss / accumulation
+        (s.scaler.scale(scaled) if s.scaler is not None else scaled).backward()
+        avg_loss = at.recorder.add(at.epoch, index, loss.item())
+        at.next_batch = index + 1
+        if (index + 1) % accumulation and index + 1 < len(batches):
+            continue  # accumulate more micro-steps before the optimizer step
+        max_norm = optimizer_step(s)
+        at.step += 1
+        if at.step == s.text_encoder_stop_step:
+            freeze_text_encoders(s)
+        now = time.perf_counter()
+        samples = len(batch.images) * accumulation
+        reporter(
+            step_report(s, at.step, at.epoch, loss.item(), avg_loss, samples, now - last, max_norm)
+        )
+        if should_save_step(config.save_every_n_steps, at.step, plan.total_steps):
+            reporter(PhaseChanged("saving"))
+            save_step_checkpoint(s, reporter, at)
+            reporter(PhaseChanged("training"))
+        sample_if_due(s, reporter, step=at.step, epoch=at.epoch, epoch_end=False)
+        last = time.perf_counter()  # saving and sampling don't count as step time
+    return False
+
+
+def suspend(s: Session, reporter: Reporter, at: Position, resumed_at: int) -> NoReturn:
+    """Save the training state at this step boundary and end the run for another to resume."""
+    name = None
+    if at.step > resumed_at:  # otherwise the state it started from is still current
+        name = step_state_name(s.config.output_name, at.step)
+        reporter(PhaseChanged("saving"))
+        save_state(s, reporter, name, at, at.epoch)
+    raise TrainingSuspended(name, at.step)
 
 
 def _peak_memory(device: torch.device) -> int | None:

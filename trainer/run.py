@@ -16,22 +16,30 @@ import numpy as np
 import torch
 
 from trainer.config import TrainingConfig
-from trainer.data.batches import bucket_images
+from trainer.data.augment import augment_rng
+from trainer.data.batches import TrainingImage, bucket_images
 from trainer.data.folders import DatasetScan, scan_dataset
-from trainer.data.latents import cache_latents
-from trainer.errors import OutOfMemoryError
+from trainer.data.latents import LatentCache, cache_latents
+from trainer.errors import OutOfMemoryError, TrainingCancelled, TrainingSuspended
 from trainer.hooks import Notice, PhaseChanged, Reporter, StopSignal, never_stop, null_reporter
 from trainer.loop import StepHook, TrainingResult, run_training
 from trainer.lora.kohya_file import load_lora_into
 from trainer.lora.metadata import RunFacts, run_metadata
 from trainer.lora.network import LoraNetwork, apply_lora
 from trainer.lora.regularizers import Dropouts, install_dropouts
+from trainer.lora.targets import LOCON, ConvRank
 from trainer.loss import all_snr
+from trainer.models.fp8 import store_base_in_fp8
 from trainer.models.loading import SdxlModel, load_sdxl
 from trainer.optim.optimizers import build_optimizer, describe_optimizer
 from trainer.optim.schedulers import build_scheduler
 from trainer.plan import TrainingPlan, plan_from_scan, text_encoder_stop_step, training_records
 from trainer.session import Session
+from trainer.state.training_state import (
+    check_same_run,
+    read_state_header,
+    restore_training_state,
+)
 from trainer.step import cache_text_outputs
 
 __all__ = ["TrainingJob", "TrainingResult", "train"]
@@ -50,6 +58,27 @@ class TrainingJob:
     reg_data_dir: Path | None = None
     network_weights: Path | None = None
     resume_state: Path | None = None
+
+
+@dataclass(frozen=True)
+class SetupStop:
+    """The host's stop signal between setup phases, before the first step (``StopRequest``)."""
+
+    stop: StopSignal = never_stop
+    start_step: int = 0  # a resumed run's step: where a suspend during setup leaves it
+
+    def check(self) -> bool:
+        """Raises on abort or suspend; True when asked to finish (skip what only training needs)."""
+        request = self.stop()
+        if request == "abort":
+            raise TrainingCancelled()
+        if request == "suspend":
+            raise TrainingSuspended(None, self.start_step)
+        return request == "finish"
+
+
+class _CachingCutShort(Exception):  # noqa: N818 - a control-flow signal
+    """Asked to finish while caching: no step will read a latent."""
 
 
 def seed_everything(seed: int) -> None:
@@ -101,6 +130,7 @@ def build_network(model: SdxlModel, job: TrainingJob) -> LoraNetwork:
         (model.text_encoder, model.text_encoder_2) if config.train_text_encoder else None,
         config.network_dim,
         config.network_alpha,
+        conv=ConvRank(config.conv_dim, config.conv_alpha) if config.lora_type == LOCON else None,
     )
     if job.network_weights is not None:
         load_lora_into(network, job.network_weights)
@@ -125,6 +155,36 @@ def parameter_groups(config: TrainingConfig, network: LoraNetwork) -> tuple[list
     return groups, names
 
 
+def cache_image_latents(
+    model: SdxlModel,
+    images: list[TrainingImage],
+    config: TrainingConfig,
+    generator: torch.Generator,
+    reporter: Reporter,
+    setup: SetupStop | None = None,
+) -> LatentCache | None:
+    """``cache_latents``: every image encoded once up front (and its mirror with flip_aug).
+
+    The stop signal is polled after each VAE batch: an abort or suspend ends the run there,
+    a finish ends caching (None: no step will run)."""
+    if not (config.cache_latents or config.cache_latents_to_disk):
+        return None
+    reporter(PhaseChanged("caching"))
+    gate = setup or SetupStop()
+
+    def between_batches(done: int, total: int) -> None:
+        if gate.check():
+            raise _CachingCutShort()
+
+    try:
+        return cache_latents(
+            model.vae, images, config.cache_latents_to_disk, generator, between_batches,
+            batch_size=config.vae_batch_size, flip=config.flip_aug,
+        )  # fmt: skip
+    except _CachingCutShort:
+        return None
+
+
 def build_session(
     job: TrainingJob,
     scan: DatasetScan,
@@ -133,20 +193,29 @@ def build_session(
     seed: int,
     model: SdxlModel | None = None,
     reg_scan: DatasetScan | None = None,
+    setup: SetupStop | None = None,
 ) -> Session:
-    """Everything the loop needs; ``model`` skips loading (benchmarks build one in memory)."""
+    """Everything the loop needs; ``model`` skips loading (benchmarks build one in memory).
+
+    ``setup`` polls the host's stop signal after each phase (see ``StopRequest``)."""
     config = job.config
+    gate = setup or SetupStop()
     device = pick_device()
     precision = resolve_precision(config.mixed_precision, device, reporter)
     if model is None:
         model = load_sdxl(job.base_model, job.base_config, job.vae)
     prepare_model(model, config, device, precision)
+    gate.check()  # a finish still needs the network: the LoRA file is saved from it
     network = build_network(model, job)
+    if config.fp8_base:  # after the LoRA is injected, so that its own weights stay fp32
+        store_base_in_fp8(model, _DTYPES.get(precision, torch.float32))
+    finishing = gate.check()
     images = bucket_images(training_records(scan, reg_scan), config)
-    latents, latent_generator = None, torch.Generator().manual_seed(seed)
-    if config.cache_latents or config.cache_latents_to_disk:
-        reporter(PhaseChanged("caching"))
-        latents = cache_latents(model.vae, images, config.cache_latents_to_disk, latent_generator)
+    latent_generator = torch.Generator().manual_seed(seed)
+    cache = None
+    if not finishing:
+        cache = cache_image_latents(model, images, config, latent_generator, reporter, gate)
+        finishing = gate.check()
     groups, names = parameter_groups(config, network)
     optimizer = build_optimizer(config.optimizer, groups, config.optimizer_args)
     scheduler = build_scheduler(
@@ -161,20 +230,23 @@ def build_session(
     alphas = model.noise_scheduler.alphas_cumprod
     session = Session(
         config=config, plan=plan, model=model, network=network, images=images,
-        latents=latents, optimizer=optimizer, scheduler=scheduler, snr=all_snr(alphas),
+        latents=cache.latents if cache else None, optimizer=optimizer, scheduler=scheduler,
+        snr=all_snr(alphas),
         device=device, autocast_dtype=_DTYPES.get(precision),
         scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
         seed=seed, output_dir=job.output_dir, metadata=run_metadata(config, facts),
         caption_rng=random.Random(seed), latent_generator=latent_generator, group_names=names,
+        augment_rng=augment_rng(seed), flipped_latents=cache.flipped if cache else None,
         train_text_encoder=config.train_text_encoder,
         text_encoder_stop_step=(
             text_encoder_stop_step(config.stop_text_encoder_training_pct, plan.total_steps)
             if config.train_text_encoder else None
         ),
     )  # fmt: skip
-    if config.cache_text_encoder_outputs:
+    if config.cache_text_encoder_outputs and not finishing:
         reporter(PhaseChanged("caching"))
         session.text_cache = cache_text_outputs(session)
+        gate.check()
     return session
 
 
@@ -184,20 +256,37 @@ def train(
     stop: StopSignal = never_stop,
     step_hook: StepHook | None = None,
 ) -> TrainingResult:
-    """Train a LoRA for ``job``; files land in ``job.output_dir``."""
+    """Train a LoRA for ``job``; files land in ``job.output_dir``.
+
+    With ``job.resume_state`` the run continues exactly where that state was saved. ``stop``
+    is polled between setup phases too, not only between steps (see ``StopRequest``)."""
     reporter(PhaseChanged("loading"))
     config = job.config
+    resume = read_state_header(job.resume_state) if job.resume_state is not None else None
+    if resume is not None:
+        check_same_run(resume, config)  # before minutes of loading, for a config mismatch
+    setup = SetupStop(stop, resume.position.step if resume is not None else 0)
+    setup.check()  # asked while the process started
     scan = scan_dataset(job.data_dir, config.caption_extension)
     reg_scan = None
     if job.reg_data_dir is not None:
         reg_scan = scan_dataset(job.reg_data_dir, config.caption_extension, is_reg=True)
     plan = plan_from_scan(config, scan, reg_scan)
-    seed = config.seed if config.seed is not None else random.randint(0, 2**32 - 1)
+    setup.check()
+    if resume is not None:
+        seed = resume.seed  # a random seed (seed 0) was drawn once, by the first attempt
+    else:
+        seed = config.seed if config.seed is not None else random.randint(0, 2**32 - 1)
     seed_everything(seed)
     job.output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        session = build_session(job, scan, plan, reporter, seed, reg_scan=reg_scan)
-        return run_training(session, reporter, stop, step_hook)
+        session = build_session(job, scan, plan, reporter, seed, reg_scan=reg_scan, setup=setup)
+        position = None
+        if resume is not None and job.resume_state is not None:
+            check_same_run(resume, config, session)
+            position = restore_training_state(session, job.resume_state, resume)
+            reporter(Notice(f"resuming from {job.resume_state.name} at step {position.step}"))
+        return run_training(session, reporter, stop, step_hook, position)
     except torch.cuda.OutOfMemoryError as exc:
         raise OutOfMemoryError(_oom_message(exc)) from exc
 

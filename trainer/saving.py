@@ -1,12 +1,18 @@
-"""Kohya's file names and the save of one LoRA file (reference §7.3)."""
+"""Kohya's file names and the saves of LoRA files and training states (reference §7.3-7.4).
+
+A training state is one ``.safetensors`` file named like Kohya's state folders
+(``<name>-<epoch>-state``, ``<name>-step<step>-state``, ``<name>-state``).
+"""
 
 from __future__ import annotations
 
 import time
 
-from trainer.hooks import ArtifactKind, ArtifactSaved, Reporter
+from trainer.hooks import ArtifactKind, ArtifactRemoved, ArtifactSaved, Reporter
 from trainer.lora.kohya_file import save_lora
+from trainer.position import Position
 from trainer.session import Session
+from trainer.state.training_state import save_training_state
 
 
 def epoch_file_name(output_name: str, epoch: int) -> str:
@@ -19,6 +25,18 @@ def step_file_name(output_name: str, step: int) -> str:
 
 def final_file_name(output_name: str) -> str:
     return f"{output_name}.safetensors"
+
+
+def epoch_state_name(output_name: str, epoch: int) -> str:
+    return f"{output_name}-{epoch:06d}-state.safetensors"
+
+
+def step_state_name(output_name: str, step: int) -> str:
+    return f"{output_name}-step{step:08d}-state.safetensors"
+
+
+def final_state_name(output_name: str) -> str:
+    return f"{output_name}-state.safetensors"
 
 
 def should_save_epoch(every: int | None, epoch: int, total_epochs: int) -> bool:
@@ -41,13 +59,35 @@ def step_to_remove(step: int, every: int | None, last_n: int | None) -> int | No
     return old if old > 0 else None
 
 
-def save_step_checkpoint(s: Session, reporter: Reporter, step: int, epoch: int) -> None:
-    """Save ``<name>-step<step>.safetensors`` and prune the one fallen out of the window."""
-    config = s.config
+def save_step_checkpoint(s: Session, reporter: Reporter, position: Position) -> None:
+    """``<name>-step<step>.safetensors`` (+ its state with ``save_state``); each kind keeps
+    its ``save_last_n_steps*`` window."""
+    config, step, epoch = s.config, position.step, position.epoch
     save_checkpoint(s, reporter, step_file_name(config.output_name, step), step, epoch, False)
     old = step_to_remove(step, config.save_every_n_steps, config.save_last_n_steps)
     if old is not None:
-        (s.output_dir / step_file_name(config.output_name, old)).unlink(missing_ok=True)
+        _remove(s, reporter, step_file_name(config.output_name, old))
+    if config.save_state:
+        save_state(s, reporter, step_state_name(config.output_name, step), position, epoch)
+        last_n = config.save_last_n_steps_state or config.save_last_n_steps
+        old = step_to_remove(step, config.save_every_n_steps, last_n)
+        if old is not None:
+            _remove(s, reporter, step_state_name(config.output_name, old))
+
+
+def save_state(s: Session, reporter: Reporter, name: str, position: Position, epoch: int) -> None:
+    """The full training state (for an exact resume) as the artifact ``name``."""
+    save_training_state(s, position, s.output_dir / name)
+    reporter(ArtifactSaved(name, "state", epoch=epoch, step=position.step))
+
+
+def _remove(s: Session, reporter: Reporter, name: str) -> None:
+    path = s.output_dir / name
+    if path.exists():
+        # Reported first: a process killed in between leaves an unlisted file rather than a
+        # listed artifact whose file is gone.
+        reporter(ArtifactRemoved(name))
+        path.unlink()
 
 
 def save_checkpoint(

@@ -34,7 +34,9 @@ class Session:
     metadata: dict[str, str]
     caption_rng: random.Random = field(default_factory=random.Random)
     latent_generator: torch.Generator = field(default_factory=torch.Generator)
+    augment_rng: random.Random = field(default_factory=random.Random)  # flip/colour/crop draws
     group_names: list[str] = field(default_factory=list)
     train_text_encoder: bool = False  # False once stop_text_encoder_training_pct is reached
     text_encoder_stop_step: int | None = None  # optimizer step after which the TE LoRA freezes
     text_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (context, pooled) per image
+    flipped_latents: list[torch.Tensor] | None = None  # flip_aug: cached latents of the mirrors

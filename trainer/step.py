@@ -6,9 +6,10 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
+from trainer.data.augment import PLAIN, Augmentation, crop_conditioning, draw_augmentation
 from trainer.data.batches import Batch
 from trainer.data.captions import drops_caption, process_caption
-from trainer.data.latents import encode, pixels_for
+from trainer.data.latents import draw_noise, encode, pixels_for
 from trainer.loss import (
     input_perturbation,
     loss_weights,
@@ -23,13 +24,27 @@ from trainer.models.text import chunked_input_ids, encode_text, size_conditionin
 from trainer.session import Session
 
 
-def batch_latents(s: Session, batch: Batch) -> torch.Tensor:
+def batch_augmentations(s: Session, batch: Batch) -> list[Augmentation]:
+    """Each sample's flip / crop / colour draw, shared by its pixels and its conditioning."""
+    return [draw_augmentation(s.images[i], s.config, s.augment_rng) for i in batch.images]
+
+
+def batch_latents(
+    s: Session, batch: Batch, augmentations: list[Augmentation] | None = None
+) -> torch.Tensor:
+    augmentations = augmentations or [PLAIN] * len(batch.images)
     if s.latents is not None:
-        return torch.stack([s.latents[i] for i in batch.images])
+        chosen = []
+        for index, augmentation in zip(batch.images, augmentations, strict=True):
+            cache = s.flipped_latents if augmentation.flipped else s.latents
+            assert cache is not None, "flip_aug caches the mirrored latents too"
+            chosen.append(cache[index])
+        return torch.stack(chosen)
     images = [s.images[i] for i in batch.images]
     names = [f"{im.record.folder}/{im.record.path.name}" for im in images]
-    pixels = torch.stack([pixels_for(im) for im in images])
-    return encode(s.model.vae, pixels, names, s.latent_generator)
+    pixels = torch.stack([pixels_for(im, a) for im, a in zip(images, augmentations, strict=True)])
+    noise = draw_noise(s.model.vae, [im.bucket for im in images], s.latent_generator)
+    return encode(s.model.vae, pixels, names, noise)
 
 
 def batch_captions(s: Session, batch: Batch, epoch: int) -> list[str]:
@@ -75,10 +90,11 @@ def cache_text_outputs(s: Session) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def batch_conditioning(
-    s: Session, batch: Batch, epoch: int = 1
+    s: Session, batch: Batch, epoch: int = 1, augmentations: list[Augmentation] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Text context, pooled text embedding and size conditioning for a batch."""
     images = [s.images[i] for i in batch.images]
+    augmentations = augmentations or [PLAIN] * len(images)
     if s.text_cache is not None:
         context = torch.stack([s.text_cache[i][0] for i in batch.images])
         pooled = torch.stack([s.text_cache[i][1] for i in batch.images])
@@ -88,10 +104,10 @@ def batch_conditioning(
         [
             size_conditioning(
                 (im.record.size[1], im.record.size[0]),
-                im.crop_top_left,
+                crop_conditioning(im, augmentation),
                 (im.bucket[1], im.bucket[0]),
             )
-            for im in images
+            for im, augmentation in zip(images, augmentations, strict=True)
         ]
     )
     return context, pooled, time_ids.to(s.device)
@@ -134,10 +150,11 @@ def sample_weights(s: Session, batch: Batch, timesteps: torch.Tensor) -> torch.T
 def training_loss(s: Session, batch: Batch, epoch: int = 1) -> torch.Tensor:
     """The weighted diffusion loss of one batch (not yet divided for accumulation)."""
     config = s.config
-    latents = batch_latents(s, batch).to(s.device)
+    augmentations = batch_augmentations(s, batch)
+    latents = batch_latents(s, batch, augmentations).to(s.device)
     scheduler = s.model.noise_scheduler
     with _autocast(s):
-        context, pooled, time_ids = batch_conditioning(s, batch, epoch)
+        context, pooled, time_ids = batch_conditioning(s, batch, epoch, augmentations)
         noise = training_noise(s, latents)
         timesteps = sample_timesteps(
             latents.shape[0], config.min_timestep, config.max_timestep, None

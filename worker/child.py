@@ -21,7 +21,8 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any, Protocol
 
-STOP_NONE, STOP_FINISH, STOP_ABORT = 0, 1, 2
+STOP_NONE, STOP_FINISH, STOP_ABORT, STOP_SUSPEND = 0, 1, 2, 3
+_REQUESTS = {STOP_FINISH: "finish", STOP_ABORT: "abort", STOP_SUSPEND: "suspend"}
 # Test-only fault injection: "module:factory". The factory is called with the job spec when the
 # trainer process starts and returns a step hook (or None); tests use it to raise CUDA OOM at a
 # step or to count trainer starts. Never set in production.
@@ -93,7 +94,7 @@ def train_in_child(spec: dict[str, Any], events: EventQueue, stop_flag: Synchron
     exit_with_parent()
     redirect_output(spec["log_path"])
     from trainer.config import TrainingConfig
-    from trainer.errors import TrainerError, TrainingCancelled
+    from trainer.errors import TrainerError, TrainingCancelled, TrainingSuspended
     from trainer.hooks import Event, StopRequest
     from trainer.run import TrainingJob, train
     from worker.tensorboard import TensorBoardReporter
@@ -105,8 +106,7 @@ def train_in_child(spec: dict[str, Any], events: EventQueue, stop_flag: Synchron
         events.put(("event", event))
 
     def stop() -> StopRequest | None:
-        value = stop_flag.value
-        return "abort" if value == STOP_ABORT else "finish" if value == STOP_FINISH else None
+        return _REQUESTS.get(stop_flag.value)  # type: ignore[return-value]
 
     try:
         step_hook = test_step_hook(spec)
@@ -127,6 +127,8 @@ def train_in_child(spec: dict[str, Any], events: EventQueue, stop_flag: Synchron
             board.close(reporter)
     except TrainingCancelled:
         events.put(("cancelled", None))
+    except TrainingSuspended as suspended:
+        events.put(("suspended", {"state": suspended.state, "step": suspended.step}))
     except TrainerError as exc:
         events.put(("error", (exc.code, exc.message)))  # first: printing fails on a full disk
         _print_traceback()

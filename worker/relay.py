@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 
 from api.db import Database, Job, JobMetric
 from api.db.models import JobStatus
-from api.jobs.artifacts import register_artifact
+from api.jobs.artifacts import register_artifact, unregister_artifact
 from api.jobs.events import record_event
 from api.settings import Settings
 from trainer.hooks import (
+    ArtifactRemoved,
     ArtifactSaved,
     EpochCompleted,
     Event,
@@ -106,6 +107,8 @@ class EventRelay:
                     epoch=event.epoch,
                     step=event.step,
                 )
+            elif isinstance(event, ArtifactRemoved):
+                unregister_artifact(session, job_id=self.job_id, name=event.path)
             record_event(session, self.job_id, kind, data, attempt=self.attempt)
 
     def maybe_flush(self) -> None:
@@ -135,5 +138,6 @@ def _kind(event: Event) -> str:
         TrainingStarted: "training_started",
         EpochCompleted: "epoch",
         ArtifactSaved: "artifact",
+        ArtifactRemoved: "artifact_removed",
         Notice: "notice",
     }.get(type(event), "event")

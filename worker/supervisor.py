@@ -1,10 +1,16 @@
 """The trainer's supervisor: runs the child, relays its events, holds the job's lease.
 
 It passes cancel/stop flags to the trainer, renews the heartbeat, and stops the trainer
-within a step when the worker shuts down (the job goes back to the queue), when a newer
+within a step when the worker shuts down (the trainer saves its training state and the job
+goes back to the queue, to resume from that state exactly), when a newer
 attempt owns the job (fenced), or when it could not renew its lease for most of the lease
 timeout (the database is unreachable: a reconciler may hand the job to another worker soon,
 so this one must stop first; its files stay).
+
+A cancel is polled by the trainer between steps and setup phases; one stuck in a call that
+can't poll (reading a multi-GB base model) is killed once ``cancel_grace_s`` passed since the
+cancel was seen, and the job still ends ``cancelled``. When a run ends, the temporary files its
+trainer left half-written (killed inside ``atomic_path``) are removed.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +33,8 @@ from api.db import Database, Job
 from api.db.models import JobStatus, utcnow
 from api.settings import Settings
 from trainer.hooks import Event
-from worker.child import STOP_ABORT, STOP_FINISH, STOP_NONE
+from trainer.storage import remove_temporaries
+from worker.child import STOP_ABORT, STOP_FINISH, STOP_NONE, STOP_SUSPEND
 from worker.relay import EventRelay, Fenced, fenced_update
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,8 @@ class Supervisor:
         # Stop before the lease can expire elsewhere: a reconciler acts at lease_timeout_s.
         self._grace_s = settings.lease_timeout_s * 0.75
         self._shutting_down = False
+        self._cancel_seen: float | None = None  # when the trainer was first told to abort
+        self._killed = False  # ... and was killed for not stopping within cancel_grace_s
 
     def run(self, spec: dict[str, Any], target: Target) -> Outcome:
         mp = multiprocessing.get_context("spawn")  # fresh interpreter: no inherited CUDA state
@@ -87,6 +97,7 @@ class Supervisor:
             if child.is_alive():
                 child.kill()
                 child.join()
+            _remove_partial_files(spec, child.pid)
         if outcome is None:
             detail = f"the trainer process died (exit code {child.exitcode})"
             outcome = Outcome(None, "worker_lost", detail, release="trainer_died")
@@ -101,6 +112,11 @@ class Supervisor:
             if message is not None:
                 outcome = self._on_message(message)
             self._tick(stop_flag)
+            self._kill_if_cancel_ignored(child)
+        if outcome is None and self._killed:
+            grace = self.settings.cancel_grace_s
+            detail = f"the trainer had not stopped {grace:g} s after the cancel and was killed"
+            outcome = Outcome(JobStatus.CANCELLED, message=detail)
         self._flush_within_lease()
         if self._shutting_down and (outcome is None or outcome.status == JobStatus.CANCELLED):
             return Outcome(None, release="shutdown")
@@ -116,6 +132,8 @@ class Supervisor:
             return Outcome(JobStatus.SUCCEEDED)
         if kind == "cancelled":
             return Outcome(JobStatus.CANCELLED)
+        if kind == "suspended":
+            return Outcome(None, release="shutdown")
         code, text = payload
         return Outcome(JobStatus.FAILED, code, text)
 
@@ -140,6 +158,8 @@ class Supervisor:
             if now >= self._next_poll:
                 self._next_poll = now + self.settings.flag_poll_interval_s
                 stop_flag.value = self._requested_stop()
+                if stop_flag.value == STOP_ABORT and self._cancel_seen is None:
+                    self._cancel_seen = now
             if now >= self._next_beat:
                 self._next_beat = now + self.settings.heartbeat_interval_s
                 with self.db.writing() as session:
@@ -147,8 +167,21 @@ class Supervisor:
                 self._renewed = now
         except OperationalError as exc:
             self._unreachable(exc)
-        if self._shutting_down:
-            stop_flag.value = STOP_ABORT
+        if self._shutting_down and stop_flag.value != STOP_ABORT:
+            stop_flag.value = STOP_SUSPEND
+
+    def _kill_if_cancel_ignored(self, child: Any) -> None:
+        """The trainer polls between steps and setup phases, but not inside one long call."""
+        if self._cancel_seen is None or self._killed or not child.is_alive():
+            return
+        if time.monotonic() - self._cancel_seen < self.settings.cancel_grace_s:
+            return
+        log.warning(
+            "job %s: the trainer ignored the cancel for %.0f s; killing it",
+            self.job_id, self.settings.cancel_grace_s,
+        )  # fmt: skip
+        child.kill()
+        self._killed = True
 
     def _unreachable(self, exc: OperationalError) -> None:
         """Train on while the lease holds; past its grace, fence ourselves."""
@@ -171,15 +204,31 @@ class Supervisor:
             time.sleep(min(1.0, self.settings.heartbeat_interval_s))
 
     def _requested_stop(self) -> int:
-        if self._shutting_down:
-            return STOP_ABORT
         with self.db.reading() as session:
             row = session.execute(
                 sa.select(Job.cancel_requested, Job.stop_requested).where(Job.id == self.job_id)
             ).one()
         if row.cancel_requested:
             return STOP_ABORT
+        if self._shutting_down:
+            return STOP_SUSPEND
         return STOP_FINISH if row.stop_requested else STOP_NONE
+
+
+def _remove_partial_files(spec: dict[str, Any], pid: int | None) -> None:
+    """A trainer killed while writing leaves its temporary file: in the job's folder, or beside
+    the images (a disk latent cache). Only this process's (the pid is in the name): a newer
+    attempt of the job may be writing in the same folder."""
+    if pid is None:
+        return
+    for key in ("output_dir", "data_dir", "reg_data_dir"):
+        if not spec.get(key):
+            continue
+        try:
+            for path in remove_temporaries(Path(spec[key]), pid):
+                log.warning("job %s: removed the partial file %s", spec["job_id"], path)
+        except OSError:  # never worth losing the run's outcome over
+            log.warning("job %s: could not sweep %s", spec["job_id"], spec[key], exc_info=True)
 
 
 def _next_message(events: Any, child: Any) -> tuple[str, Any] | None:

@@ -21,6 +21,9 @@ BAD_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 CHUNK = 1024 * 1024
 # Tiny members compress absurdly well (a blank caption); the ratio rule starts above this.
 RATIO_MIN_BYTES = 1024 * 1024
+NAME_MAX_BYTES = 255  # one file or folder name, on every filesystem we run on
+# Repeats, from a folder's "<N>_" or the form field: the plan lists every image N times.
+MAX_REPEATS = 10_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ def _problem(member: str, msg: str) -> Problem:
 def _check_member(info: zipfile.ZipInfo, limits: Limits) -> str | None:
     """Why this member is refused, or None."""
     name = info.filename.replace("\\", "/")
+    if not PurePosixPath(name).parts and not name.endswith("/"):  # "", ".": no file to write
+        return "empty member name"
     if BAD_CHARS.search(name):
         return "control characters in the member name"
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
@@ -146,6 +151,12 @@ def _layout(
             continue
         folder = _target_folder(parts[0] if len(parts) == 2 else None, repeats, default_name)
         target = PurePosixPath(folder, parts[-1])
+        if any(len(part.encode()) > NAME_MAX_BYTES for part in target.parts):
+            problems.append(_problem(info.filename, f"a name is over {NAME_MAX_BYTES} bytes"))
+            continue
+        if (parse_folder_name(folder) or (1, ""))[0] > MAX_REPEATS:
+            problems.append(_problem(info.filename, f"folder repeats over {MAX_REPEATS}"))
+            continue
         if target in seen:
             problems.append(_problem(info.filename, f"two members would both become {target}"))
             continue

@@ -13,18 +13,20 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from api.datasets.archive import Limits, extract, plan_extraction
+from api.datasets.archive import MAX_REPEATS, Limits, extract, plan_extraction
 from api.datasets.staging import staging_dir
 from api.datasets.validate import validate_extracted
 from api.db.models import Dataset, Job, JobStatus, User
 from api.exceptions import Conflict, InsufficientStorage, InvalidInput, NotFound, Problem
 from api.settings import Settings
 
-MAX_REPEATS = 10_000
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _clean_name(raw: str | None, filename: str | None) -> str:
-    name = (raw or "").strip() or Path(filename or "dataset").stem or "dataset"
+    """The display name, without control characters (PostgreSQL text can't even hold a NUL)."""
+    raw, filename = CONTROL_CHARS.sub("", raw or ""), CONTROL_CHARS.sub("", filename or "")
+    name = raw.strip() or Path(filename or "dataset").stem or "dataset"
     return name[:200]
 
 
@@ -80,6 +82,10 @@ def create_dataset(
         except zipfile.BadZipFile as exc:
             raise InvalidInput(
                 [Problem(("body", "file"), f"not a valid zip archive: {exc}")]
+            ) from exc
+        except UnicodeDecodeError as exc:  # a name flagged UTF-8 that isn't
+            raise InvalidInput(
+                [Problem(("body", "file"), f"a member name is not valid UTF-8: {exc}")]
             ) from exc
         except OSError as exc:
             if exc.errno == errno.ENOSPC:  # the estimate passed, the disk filled meanwhile

@@ -68,3 +68,8 @@ def register_artifact(
     artifact.epoch = epoch
     artifact.step = step
     return artifact
+
+
+def unregister_artifact(session: Session, *, job_id: str, name: str) -> None:
+    """The trainer deleted a file it published (a ``save_last_n_steps`` window moved on)."""
+    session.execute(sa.delete(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))

@@ -182,16 +182,25 @@ def _finish_from_queue(session: Session, job: Job, kind: str) -> bool:
 
 
 def cancel_job(session: Session, *, user: User, job_id: str) -> Job:
-    """Queued: never starts. Running: the worker stops it within a step. Twice: harmless."""
+    """Queued: never starts. Running: the worker stops it within a step or setup phase (or
+    kills its trainer after ``cancel_grace_s``). Twice, even at once: harmless, one request
+    logged. Succeeded or failed: 409, also when the job ended as the cancel came."""
     job = get_job(session, user=user, job_id=job_id)
     if job.status == JobStatus.QUEUED and _finish_from_queue(session, job, "cancelled"):
         return job
     if job.status == JobStatus.RUNNING:
-        if not job.cancel_requested:
-            job.cancel_requested = True
+        result = session.execute(
+            sa.update(Job)
+            .where(Job.id == job.id, Job.status == JobStatus.RUNNING, ~Job.cancel_requested)
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
             record_event(session, job.id, "cancel_requested", {}, attempt=job.attempt)
-        return job
-    if job.status == JobStatus.CANCELLED:
+        session.refresh(job)
+        if job.status == JobStatus.QUEUED and _finish_from_queue(session, job, "cancelled"):
+            return job  # re-queued (its worker was lost) just before
+    if job.status in (JobStatus.RUNNING, JobStatus.CANCELLED):
         return job
     raise Conflict(f"job already {job.status}")
 

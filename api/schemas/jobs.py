@@ -70,11 +70,17 @@ class ProgressRead(BaseModel):
     peak_gpu_mem_bytes: int | None = Field(
         default=None, description="peak CUDA memory allocated; null off CUDA"
     )
+    max_norm: dict[str, float] | None = Field(
+        default=None,
+        description="scale_weight_norms at the last step, as Kohya logs it: "
+        "max_norm/keys_scaled, max_norm/average_key_norm, max_norm/max_key_norm; null when off",
+    )
 
 
 class ErrorRead(BaseModel):
     code: str = Field(
         description="invalid_dataset, base_model_missing, nan_loss, cuda_oom, disk_full, "
+        "invalid_resume_state, "
         "worker_lost or trainer_error"
     )
     message: str

@@ -242,3 +242,17 @@ def test_a_dataset_in_use_by_a_queued_job_cannot_be_deleted(service, job_body):
         f"/v1/datasets/{job_body['dataset_id']}", headers=service.as_("alice")
     )
     assert response.status_code == 409
+
+
+def test_images_that_cannot_get_a_bucket_are_a_422_naming_the_image(service, make_zip, make_png):
+    # Without bucketing every image must be exactly the resolution: a 422, never a 500.
+    dataset = service.dataset("alice", make_zip({"1_a/a.png": make_png()}))
+    body = {
+        "dataset_id": dataset,
+        "base_model": "base",
+        "params": {"epoch": 1, "enable_bucket": False, "max_resolution": "1024,1024"},
+    }
+    response = service.submit("alice", body)
+    assert response.status_code == 422, response.text
+    assert _locs(response) == [["body", "dataset_id"]]
+    assert "1_a/a.png" in response.text and "training resolution" in response.text

@@ -6,14 +6,19 @@ import math
 
 import pytest
 
+from tests.factories import make_dataset, tiny_payload
+from trainer.config import parse_payload
 from trainer.data.buckets import (
     ImageSizeError,
     assign_bucket,
     assign_fixed,
+    assign_no_upscale,
     crop_ltrb,
     crop_top_left,
     predefined_buckets,
 )
+from trainer.errors import InvalidDatasetError
+from trainer.plan import plan_training
 
 # Reference §4.3: the 41 buckets for 1024², min 256, max 2048, step 64 (first 21 + transposes).
 _HALF = [
@@ -143,3 +148,18 @@ def test_disabled_bucketing_requires_the_exact_resolution() -> None:
 def test_disabled_bucketing_accepts_larger_images_with_random_crop() -> None:
     got = assign_fixed((1200, 1100), (1024, 1024), random_crop=True)
     assert got.bucket == (1024, 1024) and got.resized == (1200, 1100)
+
+
+def test_a_side_that_rounds_to_zero_is_a_clear_error_not_a_division_by_zero():
+    # sd-scripts raises ZeroDivisionError here: 96x64 into a 64x64 area with 64-pixel steps.
+    with pytest.raises(ImageSizeError, match="shorter than bucket_reso_steps"):
+        assign_no_upscale((96, 64), 64 * 64, 64)
+    # One zero-height candidate no longer wins or crashes: the other one is taken.
+    assert assign_no_upscale((96, 200), 128 * 128, 64).bucket == (64, 128)
+
+
+def test_an_image_too_small_for_one_bucket_step_is_a_dataset_error_naming_it(tmp_path):
+    data = make_dataset(tmp_path / "data", {"1_small": 1}, sizes=[(40, 40)])
+    config = parse_payload(tiny_payload(bucket_reso_steps=64)).config
+    with pytest.raises(InvalidDatasetError, match=r"1_small/img000.png: image is 40x40"):
+        plan_training(config, data)

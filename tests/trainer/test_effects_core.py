@@ -19,6 +19,7 @@ from tests.trainer.effects import shows_effect
 from trainer.config import parse_payload
 from trainer.data.batches import bucket_images
 from trainer.data.folders import ImageRecord, scan_dataset
+from trainer.errors import InvalidDatasetError
 from trainer.lora.metadata import RunFacts, run_metadata
 from trainer.loss import sample_timesteps
 from trainer.models.loading import load_sdxl
@@ -77,7 +78,7 @@ def test_bucket_reso_steps_sets_the_side_granularity():
 def test_disabled_bucketing_trains_every_image_at_the_resolution():
     sizes = [(128, 128), (160, 128)]
     assert buckets_for(sizes, max_resolution="128,128", enable_bucket=True)[1] != (128, 128)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidDatasetError, match="160x128, not the training resolution"):
         buckets_for(sizes, max_resolution="128,128", enable_bucket=False)
 
 

@@ -43,7 +43,7 @@ def test_the_dashboard_is_served_at_the_root_with_its_assets(fresh_service):
 
 PROGRESS_FIELDS = ["phase", "step", "total_steps", "epoch", "total_epochs", "loss", "avg_loss",
                    "lr", "samples_per_s", "s_per_step", "elapsed_s", "eta_s",
-                   "peak_gpu_mem_bytes"]  # fmt: skip
+                   "peak_gpu_mem_bytes", "max_norm"]  # fmt: skip
 
 
 def test_the_progress_fields_are_named_and_documented_in_the_openapi_schema(fresh_service):

@@ -54,6 +54,10 @@ class Stack:
     def job(self, job_id: str, user: str = "alice") -> dict[str, Any]:
         return dict(self.client.get(f"/v1/jobs/{job_id}", headers=self.as_(user)).json())
 
+    def artifacts(self, job_id: str, user: str = "alice") -> list[dict[str, Any]]:
+        response = self.client.get(f"/v1/jobs/{job_id}/artifacts", headers=self.as_(user))
+        return list(response.json()["items"])
+
     def wait(
         self, job_id: str, until: Callable[[dict[str, Any]], bool], timeout_s: float = 300
     ) -> tuple[dict[str, Any], list[str]]:

@@ -8,6 +8,13 @@ process to kill) and returns a step hook that sleeps LORABOX_TEST_STEP_SLEEP_S p
 for ``poison-nan`` it fills the trainable LoRA weights with NaN before step 3.
 With LORABOX_TEST_FILL_DISK_AT_STEP=N it fills the (small, test-mounted) file system holding
 the job's files at step N, so the next checkpoint save meets a real ENOSPC.
+
+Slow phases, for the cancel races, chosen by the job's output_name: ``slow-load`` reads the
+base model LORABOX_TEST_LOAD_SLEEP_S (3) late, a call the trainer can't interrupt (a big
+``from_single_file``); ``slow-cache`` takes LORABOX_TEST_ENCODE_SLEEP_S (0.5) per latent-caching
+VAE batch; ``slow-save`` holds every LoRA and training-state file LORABOX_TEST_SAVE_SLEEP_S (1)
+after writing it and before its rename, the window a kill must not publish. Each prints a line
+to the job's log (``test hook: ...``) that tests wait for.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 
 OOM_NAME = "raise-oom"
 NAN_NAME = "poison-nan"  # the LoRA weights turn NaN before step 3: the trainer must notice
+SLOW_LOAD, SLOW_CACHE, SLOW_SAVE = "slow-load", "slow-cache", "slow-save"
 
 
 def hook(spec: dict[str, Any]) -> Callable[[int], None]:
@@ -30,6 +38,7 @@ def hook(spec: dict[str, Any]) -> Callable[[int], None]:
     oom = spec["config"].get("output_name") == OOM_NAME
     nan = spec["config"].get("output_name") == NAN_NAME
     fill_at = int(os.environ.get("LORABOX_TEST_FILL_DISK_AT_STEP", "0"))
+    slow_phase(spec["config"].get("output_name"))
 
     def step_hook(step: int) -> None:
         if step == fill_at:
@@ -43,6 +52,37 @@ def hook(spec: dict[str, Any]) -> Callable[[int], None]:
         time.sleep(sleep_s)
 
     return step_hook
+
+
+def slow_phase(name: str | None) -> None:
+    """Wraps one of the trainer's own functions (looked up at call time) with a sleep."""
+    import trainer.data.latents
+    import trainer.lora.kohya_file
+    import trainer.run
+    import trainer.state.training_state
+
+    def slowed(module: Any, attr: str, env: str, default: str, after: bool = False) -> None:
+        original, sleep_s = getattr(module, attr), float(os.environ.get(env, default))
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            print(f"test hook: {attr} starts", flush=True)
+            if not after:
+                time.sleep(sleep_s)
+            result = original(*args, **kwargs)
+            if after:
+                time.sleep(sleep_s)
+            print(f"test hook: {attr} ends", flush=True)
+            return result
+
+        setattr(module, attr, wrapper)
+
+    if name == SLOW_LOAD:
+        slowed(trainer.run, "load_sdxl", "LORABOX_TEST_LOAD_SLEEP_S", "3")
+    elif name == SLOW_CACHE:
+        slowed(trainer.data.latents, "_encode_batch", "LORABOX_TEST_ENCODE_SLEEP_S", "0.5")
+    elif name == SLOW_SAVE:  # the file is written (as its temporary), not yet renamed
+        for module in (trainer.lora.kohya_file, trainer.state.training_state):
+            slowed(module, "save_file", "LORABOX_TEST_SAVE_SLEEP_S", "1", after=True)
 
 
 def trainer_starts(marker_dir: Path) -> dict[str, list[int]]:

@@ -32,7 +32,14 @@ def trained(embedded_stack, e2e_zip, e2e_payload):
             "dataset_id": dataset,
             "base_model": "tiny-sdxl",
             "name": "shared",
-            "params": e2e_payload(epoch=2, save_every_n_epochs=1),
+            "params": e2e_payload(
+                epoch=2,
+                save_every_n_epochs=1,
+                sample_every_n_epochs=1,
+                sample_prompts="a red circle --n blurry --w 64 --h 64 --s 2 --d 7 --l 5",
+                sample_sampler="euler",
+                scale_weight_norms=1.0,
+            ),
         }  # fmt: skip
     )
     assert job["status"] == "queued"
@@ -59,6 +66,9 @@ def test_progress_reaches_the_last_step(trained):
     assert progress["step"] == progress["total_steps"] == job["plan"]["total_steps"] == 2
     assert progress["total_epochs"] == 2 and isinstance(progress["loss"], float)
     assert progress["lr"] and progress["elapsed_s"] > 0 and progress["peak_gpu_mem_bytes"] is None
+    assert set(progress["max_norm"]) == {
+        "max_norm/keys_scaled", "max_norm/average_key_norm", "max_norm/max_key_norm"
+    }  # fmt: skip
 
 
 def test_artifacts_are_registered_with_their_hashes(embedded_stack, trained):
@@ -77,6 +87,35 @@ def test_artifacts_are_registered_with_their_hashes(embedded_stack, trained):
     assert lora.status_code == 200
     assert hashlib.sha256(lora.content).hexdigest() == by_name["last.safetensors"]["sha256"]
     assert len(lora.content) == by_name["last.safetensors"]["size_bytes"]
+
+
+def test_sample_images_come_back_as_pngs_with_their_settings_and_on_the_stream(
+    embedded_stack, trained
+):
+    from io import BytesIO
+
+    from PIL import Image
+
+    job, _ = trained
+    headers = embedded_stack.as_()
+    items = embedded_stack.client.get(f"/v1/jobs/{job['id']}/artifacts", headers=headers)
+    samples = [a for a in items.json()["items"] if a["kind"] == "sample"]
+    assert [a["epoch"] for a in samples] == [1, 2]  # one prompt, after each epoch
+    assert all(a["name"].startswith("sample/last_e00000") for a in samples)
+    png = embedded_stack.client.get(
+        f"/v1/jobs/{job['id']}/artifacts/{samples[-1]['name']}", headers=headers
+    )
+    assert hashlib.sha256(png.content).hexdigest() == samples[-1]["sha256"]
+    image = Image.open(BytesIO(png.content))
+    assert image.format == "PNG" and image.size == (64, 64)
+    text = image.text  # type: ignore[attr-defined]
+    assert (text["prompt"], text["negative_prompt"]) == ("a red circle", "blurry")
+    assert text["seed"] == "7"
+    assert (text["steps"], text["cfg_scale"], text["sampler"]) == ("2", "5.0", "euler")
+    assert text["parameters"].startswith("a red circle\nNegative prompt: blurry\nSteps: 2")
+    stream = embedded_stack.client.get(f"/v1/jobs/{job['id']}/events?after=0", headers=headers)
+    shown = [line for line in stream.text.splitlines() if line == "event: sample"]
+    assert len(shown) == 2
 
 
 def test_artifact_downloads_honour_range_and_only_registered_files(embedded_stack, trained):

@@ -43,7 +43,11 @@ def test_a_sigkilled_worker_s_job_is_rerun_by_another_worker_and_the_dead_attemp
 ) -> None:
     with fault_stack(tmp_path, tiny_models_dir) as f:
         first = f.start_worker(LORABOX_TEST_STEP_SLEEP_S="1")
-        job_id = _submit(f, e2e_zip, e2e_payload(epoch=5, save_every_n_epochs=0))
+        params = e2e_payload(
+            epoch=5, save_every_n_epochs=0, save_every_n_steps=1, save_state=True,
+            save_last_n_steps=2,
+        )  # fmt: skip
+        job_id = _submit(f, e2e_zip, params)
         trainer = f.wait_for_trainer(job_id)
         _at_step(f, job_id, 2)
         os.kill(first.pid, signal.SIGKILL)  # the worker only: its trainer must notice alone
@@ -61,6 +65,19 @@ def test_a_sigkilled_worker_s_job_is_rerun_by_another_worker_and_the_dead_attemp
         assert all(i < lost_id for i, a, kind, _ in events if a == 1 and kind != "worker_lost")
         assert [a for _, a, kind, _ in events if kind == "started"] == [1, 2]
         assert len(f.starts()[job_id]) == 2  # one trainer process per attempt
+        # Attempt 2 resumed from attempt 1's newest registered training state, not from step 0
+        # (a state written as the worker died is never registered, so it isn't trusted).
+        saved = [d["step"] for _, a, kind, d in events if kind == "artifact" and a == 1
+                 and d["kind"] == "state"]  # fmt: skip
+        resumed = [d for _, a, kind, d in events if kind == "training_started" and a == 2]
+        assert saved and resumed[0]["start_step"] == max(saved) >= 1
+        steps = [d["step"] for _, a, kind, d in events if kind == "progress" and a == 2]
+        assert min(steps) > max(saved)
+        states = [a["name"] for a in f.stack.artifacts(job_id) if a["kind"] == "state"]
+        # The save_last_n_steps window moved past step 1: its file and its listing are gone.
+        assert sorted(states) == ["last-state.safetensors"] + [
+            f"last-step{s:08d}-state.safetensors" for s in (2, 3, 4)
+        ]
 
         db = Database(f.settings.database_url, pool_size=1)
         with pytest.raises(Fenced), db.writing() as session:  # a late write from attempt 1
@@ -109,10 +126,17 @@ def test_sigterm_hands_the_running_job_back_to_the_queue_and_a_new_worker_finish
         assert (1, "handed_back") in _kinds(f, job_id)
         assert (1, "worker_lost") not in _kinds(f, job_id)
 
+        # The trainer saved its state on the way out; attempt 2 continues from it.
+        artifacts = [d for _, a, kind, d in f.events(job_id) if kind == "artifact" and a == 1]
+        state = [d for d in artifacts if d["kind"] == "state"]
+        assert len(state) == 1 and state[0]["step"] >= 2
+
         f.start_worker()
         done = f.finished(job_id)
         assert (done["status"], done["attempt"]) == ("succeeded", 2), f.stack.log_tail()
         assert len(f.starts()[job_id]) == 2
+        resumed = [d for _, a, kind, d in f.events(job_id) if kind == "training_started" and a == 2]
+        assert resumed[0]["start_step"] == state[0]["step"]
 
 
 def test_two_workers_start_the_trainer_of_each_of_20_jobs_exactly_once(

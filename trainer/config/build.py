@@ -19,7 +19,10 @@ behaving after the GUI drops ``0`` / ``""`` from its TOML:
   it; sd-scripts would raise);
 * Adafactor: ``relative_step`` defaults to True (as sd-scripts); then the
   schedule becomes ``adafactor``, the part rates become ``learning_rate`` (the
-  initial rate) and warmup is dropped, each with a warning.
+  initial rate) and warmup is dropped, each with a warning;
+* sampling settings that make no image (an interval without prompts, prompts
+  without an interval) and a steps interval the epochs interval overrides are
+  warnings: sd-scripts goes quietly without samples.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from trainer.config.arguments import (
 )
 from trainer.config.errors import ConfigWarning, Problem
 from trainer.config.keys import KEYS
+from trainer.sampling.prompts import prompt_lines
 
 Built = tuple[dict[str, Any], list[ConfigWarning], list[Problem]]
 
@@ -55,6 +59,7 @@ def build_fields(values: Mapping[str, Any]) -> Built:
     _optimizer(values, fields, warnings, problems)
     _schedule(values, fields, warnings, problems)
     _notes(values, warnings)
+    _sampling_notes(values, warnings)
     return fields, warnings, problems
 
 
@@ -184,4 +189,26 @@ def _notes(v: Mapping[str, Any], warnings: list[ConfigWarning]) -> None:
     if v["max_train_epochs"] and v["max_train_steps"]:
         warnings.append(
             ConfigWarning("max_train_steps", "max_train_epochs is set and takes precedence")
+        )
+
+
+def _sampling_notes(v: Mapping[str, Any], warnings: list[ConfigWarning]) -> None:
+    """Sampling settings that make no images (sd-scripts skips sampling silently)."""
+    epochs, steps = v["sample_every_n_epochs"], v["sample_every_n_steps"]
+    has_prompts = bool(prompt_lines(v["sample_prompts"]))
+    if (epochs or steps) and not has_prompts:
+        every = "sample_every_n_epochs" if epochs else "sample_every_n_steps"
+        warnings.append(
+            ConfigWarning("sample_prompts", f"has no prompt: {every} is set, but no image is made")
+        )
+    if has_prompts and not (epochs or steps):
+        warnings.append(
+            ConfigWarning(
+                "sample_prompts",
+                "no image is made: set sample_every_n_epochs or sample_every_n_steps",
+            )
+        )
+    if epochs and steps:
+        warnings.append(
+            ConfigWarning("sample_every_n_steps", "ignored: sample_every_n_epochs takes precedence")
         )

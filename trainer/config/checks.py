@@ -11,6 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from trainer.config.keys import FIELD_TO_KEY, KEYS
+from trainer.sampling.prompts import prompt_problems
 
 if TYPE_CHECKING:
     from trainer.config.model import TrainingConfig
@@ -50,6 +51,7 @@ def cross_field_problems(config: TrainingConfig) -> Found:
         *_noise_and_loss_problems(config),
         *_caching_problems(config),
         *_run_problems(config),
+        *_sample_problems(config),
     ]
 
 
@@ -149,3 +151,9 @@ def _run_problems(c: TrainingConfig) -> Found:
     if not _SAFE_STEM.match(stem) or stem.strip(".") == "":
         found.append(("output_name", "must be a plain file name (no '/', '\\', or only dots)"))
     return found
+
+
+def _sample_problems(c: TrainingConfig) -> Found:
+    """Each unreadable prompt line, so a bad prompt stops the job before it is queued
+    rather than when its first sampling point comes, hours into the run."""
+    return [("sample_prompts", message) for message in prompt_problems(c.sample_prompts)]

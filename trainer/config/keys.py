@@ -16,11 +16,11 @@ from types import MappingProxyType
 from typing import Any
 
 from trainer.config.keys_core import CORE
-from trainer.config.keys_more import ISSUE_4, OTHER
+from trainer.config.keys_more import OTHER, TRAINING_MORE
 from trainer.config.spec import KeySpec
 
 KEYS: Mapping[str, KeySpec] = MappingProxyType(
-    {spec.key: spec for spec in (*CORE, *ISSUE_4, *OTHER)}
+    {spec.key: spec for spec in (*CORE, *TRAINING_MORE, *OTHER)}
 )
 
 SKIP: Any = object()

@@ -71,7 +71,7 @@ CORE: tuple[KeySpec, ...] = (
     integer("gradient_accumulation_steps", 1, 1, 120, "Micro-batches per optimizer step."),
     integer("seed", 0, 0, 2**32 - 1, "Random seed; 0 = a random seed (sd-scripts), stored as None.", unset=None),
     # --- network ------------------------------------------------------------------
-    choice("LoRA_type", "Standard", LORA_TYPES, "Network type; Standard is LoRA on the attention/MLP linear layers.", supported=("Standard",), reason="only 'Standard' LoRA is supported ('Kohya LoCon' is planned, issue 4)", field="lora_type"),
+    choice("LoRA_type", "Standard", LORA_TYPES, "Network type; Standard is LoRA on the attention/MLP linear layers; Kohya LoCon adds the UNet's resnet, downsample and upsample layers (3×3 convs at conv_dim/conv_alpha).", supported=("Standard", "Kohya LoCon"), reason="only 'Standard' and 'Kohya LoCon' are supported", field="lora_type"),
     integer("network_dim", 8, 1, 512, "LoRA rank r."),
     number("network_alpha", 1.0, 0, 1024, "LoRA alpha; the update is scaled by alpha/r. 0 = unset = 1 (the GUI drops 0, sd-scripts defaults to 1).", unset=1.0),
     number("learning_rate", 1e-4, 0, 1, "Fallback rate for a part whose own rate is 0; initial rate of Adafactor's relative step."),

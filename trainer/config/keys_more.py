@@ -1,17 +1,17 @@
 # ruff: noqa: E501  (registry rows stay one per line: a status flip is a one-line diff)
-"""Registry, part 2: keys planned for issue 4, network types beyond Standard, and host keys.
+"""Registry, part 2: the rest of the training surface, other network types, and host keys.
 
-Issue-4 keys are full ``TrainingConfig`` fields with their ranges validated, but
-any non-default value is refused (``**NOT_YET``) until the trainer implements
-it. Host keys are validated and kept in the normalized payload; the trainer
-never reads them.
+``TRAINING_MORE`` keys are ``TrainingConfig`` fields like the core ones. Host
+keys are validated and kept in the normalized payload; the trainer never reads
+them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from trainer.config.spec import NOT_YET, KeySpec, Status, choice, flag, integer, number, text
+from trainer.config.spec import KeySpec, Status, choice, flag, integer, number, text
+from trainer.sampling.prompts import SAMPLERS
 
 
 def _host(reason: str) -> dict[str, Any]:
@@ -31,7 +31,7 @@ _SPEED = {
     "status": Status.HOST,
     "reason": "tunes data-loading throughput only: validated and kept, the trainer picks its own loader settings",
 }
-_LYCORIS = _refused("LyCORIS-only setting: only 'Standard' LoRA is supported")
+_LYCORIS = _refused("LyCORIS-only setting: only 'Standard' and 'Kohya LoCon' LoRA are supported")
 _BLOCKS = _refused("per-block LoRA settings are not supported yet")
 _SECRET = {
     **_refused("secrets are never accepted in a payload: configure tracking on the host"),
@@ -39,10 +39,6 @@ _SECRET = {
 }
 _FREE_FORM = _refused("free-form command-line arguments are never accepted: use the payload keys")
 
-SAMPLERS = (
-    *("ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver"),
-    *("dpmsolver++", "dpmsingle", "k_lms", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a"),
-)
 DYNAMO_BACKENDS = (
     *("no", "eager", "aot_eager", "inductor", "aot_ts_nvfuser", "nvprims_nvfuser", "cudagraphs"),
     *("ofi", "fx2trt", "onnxrt", "tensorrt", "aot_torchxla_trace_once", "torchxla_trace_once"),
@@ -50,7 +46,7 @@ DYNAMO_BACKENDS = (
 )
 
 # fmt: off
-ISSUE_4: tuple[KeySpec, ...] = (
+TRAINING_MORE: tuple[KeySpec, ...] = (
     flag("v_parameterization", False, "Train with the v-prediction target (v-pred SDXL finetunes); sets modelspec.prediction_type 'v'."),
     flag("scale_v_pred_loss_like_noise_pred", False, "Scale the v-pred loss like the ε-pred loss by SNR/(SNR+1); requires v_parameterization."),
     number("v_pred_like_loss", 0.0, 0, 1, "Add k·loss/s_t, a v-pred-like loss term; forbidden with v_parameterization."),
@@ -61,12 +57,12 @@ ISSUE_4: tuple[KeySpec, ...] = (
     number("adaptive_noise_scale", 0.0, -1, 1, "Adds a·|mean latent| to the noise offset; requires noise_offset."),
     number("caption_dropout_rate", 0.0, 0, 1, "Probability a caption is replaced by ''."),
     integer("caption_dropout_every_n_epochs", 0, 0, 10000, "All captions are '' in every n-th epoch; 0 = off.", unset=None),
-    flag("flip_aug", False, "Random horizontal flips (50%).", **NOT_YET),
-    flag("color_aug", False, "Random hue/gamma jitter; incompatible with cache_latents.", **NOT_YET),
-    flag("random_crop", False, "Random instead of centred crop into the bucket; incompatible with cache_latents.", **NOT_YET),
+    flag("flip_aug", False, "Mirror each sample with 50% chance each time it is drawn; with cache_latents the mirrored latents are cached too. A flipped sample's SDXL crop_top_left is mirrored (left = bucket width − right)."),
+    flag("color_aug", False, "A 33% chance per draw of a hue shift U(±8 OpenCV units) or a gamma U(0.95, 1.05) on the 0–255 values (sd-scripts AugHelper); incompatible with cache_latents."),
+    flag("random_crop", False, "Crop the resized image into its bucket at a uniformly random offset instead of centred; SDXL crop_top_left is that offset (sd-scripts keeps the centred value). Incompatible with cache_latents."),
     flag("full_fp16", False, "LoRA parameters themselves in fp16; requires mixed_precision fp16.", reason="fp16 LoRA weights need a gradient scaler that unscales fp16 gradients, which PyTorch's GradScaler refuses; use full_bf16 with mixed_precision bf16", status=Status.REFUSED),
     flag("full_bf16", False, "LoRA parameters themselves in bf16; requires mixed_precision bf16."),
-    flag("fp8_base", False, "Frozen UNet/text-encoder weights stored as float8_e4m3fn; requires fp16/bf16 mixed precision.", **NOT_YET),
+    flag("fp8_base", False, "Frozen UNet/text-encoder weights stored as float8_e4m3fn, each layer upcast to the mixed-precision dtype for its forward pass; requires fp16/bf16 mixed precision. LoRA weights stay fp32."),
     number("network_dropout", 0.0, 0, 1, "Dropout on the lora_down output."),
     number("rank_dropout", 0.0, 0, 1, "Dropout of individual ranks (scale compensated)."),
     number("module_dropout", 0.0, 0, 1, "Probability of skipping a whole LoRA module for a forward pass."),
@@ -76,20 +72,20 @@ ISSUE_4: tuple[KeySpec, ...] = (
     number("prior_loss_weight", 1.0, 0, 100, "Loss weight of regularization images (the job's regularization set, reg_dataset_id); without one it has no effect. A regularization set doubles the GUI's step estimate."),
     integer("save_every_n_steps", 0, 0, 10_000_000, "Save <output_name>-step<step:08d>.safetensors every n steps; 0 = off.", unset=None),
     integer("save_last_n_steps", 0, 0, 10_000_000, "Delete step checkpoints older than n steps; 0 = keep all.", unset=None),
-    integer("save_last_n_steps_state", 0, 0, 10_000_000, "Same as save_last_n_steps for state folders.", unset=None, **NOT_YET),
-    flag("save_state", False, "Save the training state with every checkpoint and at the end (for resume).", **NOT_YET),
-    flag("save_state_on_train_end", False, "Save the training state at the end only.", **NOT_YET),
-    integer("sample_every_n_epochs", 0, 0, 10000, "Generate sample images every n epochs; 0 = off.", unset=None, **NOT_YET),
-    integer("sample_every_n_steps", 0, 0, 10_000_000, "Generate sample images every n steps; 0 = off.", unset=None, **NOT_YET),
-    text("sample_prompts", "", "Sample prompts, one a line, Kohya syntax (--n, --w, --h, --s, --l, --d).", **NOT_YET),
-    choice("sample_sampler", "euler_a", SAMPLERS, "Scheduler used for sample images.", **NOT_YET),
-    integer("conv_dim", 1, 0, 512, "Rank of the 3×3 conv LoRA of 'Kohya LoCon' (unused by Standard).", **NOT_YET),
-    number("conv_alpha", 1.0, 0, 512, "Alpha of the 3×3 conv LoRA of 'Kohya LoCon' (unused by Standard).", **NOT_YET),
+    integer("save_last_n_steps_state", 0, 0, 10_000_000, "Keep only the step states of the last n steps (as save_last_n_steps does for step files, which it falls back to); 0 = unset.", unset=None),
+    flag("save_state", False, "Save the training state (<name>[-<epoch>|-step<step>]-state.safetensors: weights, optimizer, schedule, RNG states, position) with every checkpoint and at the end; a job re-run after a crash resumes exactly from its newest state."),
+    flag("save_state_on_train_end", False, "Save the training state (<name>-state.safetensors) at the end only."),
+    integer("sample_every_n_epochs", 0, 0, 10000, "Generate sample images after every n-th epoch; 0 = off. Takes precedence over sample_every_n_steps.", unset=None),
+    integer("sample_every_n_steps", 0, 0, 10_000_000, "Generate sample images after every n-th optimizer step; 0 = off. Ignored when sample_every_n_epochs is set.", unset=None),
+    text("sample_prompts", "", "Sample prompts, one a line ('#' lines skipped), Kohya syntax: prompt --n negative --w width --h height (default 512, floored to a multiple of 8) --s steps (default 30) --l CFG scale (default 7.5) --d seed (default the run seed + the line's index) --ss sampler. Images go to sample/ as PNGs with the settings in their metadata."),
+    choice("sample_sampler", "euler_a", SAMPLERS, "Scheduler used for sample images (a prompt's --ss overrides it)."),
+    integer("conv_dim", 1, 0, 512, "Rank of the 3×3 conv LoRA of 'Kohya LoCon' (unused by Standard); 0 = no 3×3 conv modules."),
+    number("conv_alpha", 1.0, 0, 512, "Alpha of the 3×3 conv LoRA of 'Kohya LoCon' (unused by Standard); 0 = conv_dim."),
     flag("weighted_captions", False, "A1111-style (word:1.2) caption weighting.", reason="sd-scripts does not support weighted captions for SDXL", status=Status.REFUSED, field=None),
     number("huber_c", 0.1, 0, 1, "Huber loss parameter c (only for loss_type huber/smooth_l1).", **_refused("only used by the huber/smooth_l1 losses, which are not supported yet")),
     choice("huber_schedule", "snr", ("constant", "exponential", "snr"), "Schedule of huber_c over timesteps (only for huber/smooth_l1).", **_refused("only used by the huber/smooth_l1 losses, which are not supported yet")),
+    integer("vae_batch_size", 0, 0, 32, "Images of one bucket per VAE call when caching latents; 0 = unset = 1. Each image draws its own sampling noise, so the latents equal batch-1 caching up to float rounding.", unset=1),
     # --- throughput: validated, kept, never change the result ---------------------------
-    integer("vae_batch_size", 0, 0, 32, "Batch size for latent caching; 0 = unset = 1.", unset=1, **_SPEED),
     integer("max_data_loader_n_workers", 0, 0, 64, "Data-loader worker processes; 0 = load in the main process.", **_SPEED),
     flag("persistent_data_loader_workers", False, "Keep loader workers alive between epochs (the GUI stores it as 0/1).", **_SPEED),
 )
@@ -109,7 +105,7 @@ OTHER: tuple[KeySpec, ...] = (
     flag("use_cp", False, "LyCORIS: CP decomposition of conv layers.", **_LYCORIS),
     flag("use_scalar", False, "LyCORIS: learnable scalar.", **_LYCORIS),
     flag("use_tucker", False, "LyCORIS: Tucker decomposition.", **_LYCORIS),
-    integer("unit", 1, 1, 64, "DyLoRA unit / LyCORIS block size.", **_refused("only used by DyLoRA types: only 'Standard' LoRA is supported")),
+    integer("unit", 1, 1, 64, "DyLoRA unit / LyCORIS block size.", **_refused("only used by DyLoRA types: only 'Standard' and 'Kohya LoCon' LoRA are supported")),
     flag("dim_from_weights", False, "Take the rank from network_weights instead of network_dim.", **_refused("not supported yet: set network_dim/network_alpha to the file's values")),
     text("down_lr_weight", "", "Per-block LR multipliers of the down blocks.", **_BLOCKS),
     text("mid_lr_weight", "", "Per-block LR multipliers of the middle block.", **_BLOCKS),
@@ -121,7 +117,7 @@ OTHER: tuple[KeySpec, ...] = (
     text("conv_block_alphas", "", "Per-block conv alphas.", **_BLOCKS),
     # --- refused: other ways of configuring the run -----------------------------------
     text("dataset_config", "", "Dataset TOML replacing the folder convention.", **_refused("dataset TOML files are not supported: the job's dataset uses the <repeats>_<name> folder convention")),
-    text("resume", "", "Training-state folder to resume from.", **_refused("resuming from a state folder is not supported yet (issue 4)")),
+    text("resume", "", "Training-state folder to resume from.", **_refused("a path on the server: a job resumes from its own newest training state automatically (after a crash or a worker shutdown; see save_state); to continue from another job's LoRA use network_weights")),
     flag("masked_loss", False, "Weight the loss by a mask image / alpha channel.", **_refused("masked loss is not supported yet")),
     text("additional_parameters", "", "Raw sd-scripts command-line arguments.", **_FREE_FORM),
     text("extra_accelerate_launch_args", "", "Raw accelerate launch arguments.", **_FREE_FORM),

@@ -97,7 +97,7 @@ class TrainingConfig(BaseModel):
     loss_type: str
     # Saving
     save_every_n_epochs: int | None
-    # Issue 4: validated fields, non-default values refused at the payload edge for now
+    # The rest of the training surface (keys_more.TRAINING_MORE)
     multires_noise_iterations: int
     multires_noise_discount: float
     ip_noise_gamma: float
@@ -132,7 +132,7 @@ class TrainingConfig(BaseModel):
     sample_sampler: str
     conv_dim: int
     conv_alpha: float
-    # Throughput only (host-owned keys kept for the trainer's information)
+    # VAE batch of latent caching (honoured); then throughput-only host keys
     vae_batch_size: int
     max_data_loader_n_workers: int
     persistent_data_loader_workers: bool

@@ -10,8 +10,8 @@ and whether lorabox implements it:
 * ``refused``: accepted only at its default value (or a value in ``inert``, which
   the GUI treats as the default); anything else is a problem carrying ``reason``.
 
-Flipping a key from refused to honoured is a one-line change in the registry:
-drop the ``**NOT_YET`` marker of its entry.
+Flipping a key from refused to honoured is a one-line change in the registry
+(drop its ``status``/``reason``), plus the test that shows its effect.
 """
 
 from __future__ import annotations
@@ -37,9 +37,6 @@ class _Keep:
 
 
 KEEP: Any = _Keep()
-
-ISSUE_4 = "not supported yet (issue 4)"
-NOT_YET: dict[str, Any] = {"status": Status.REFUSED, "reason": ISSUE_4}
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,16 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from trainer.config import TrainingConfig
-from trainer.data.buckets import assign_bucket, crop_top_left
+from trainer.data.buckets import ImageSizeError, assign_bucket, crop_top_left
 from trainer.data.folders import ImageRecord
+from trainer.errors import InvalidDatasetError
 
 
 @dataclass(frozen=True)
 class TrainingImage:
     record: ImageRecord
     bucket: tuple[int, int]  # (width, height) the image trains at
-    resized: tuple[int, int]  # size before the centre crop into the bucket
+    resized: tuple[int, int]  # size before the (centred or random) crop into the bucket
     crop_top_left: tuple[int, int]  # (top, left) for SDXL's size conditioning
 
 
@@ -36,15 +37,19 @@ class Batch:
 def bucket_images(records: tuple[ImageRecord, ...], config: TrainingConfig) -> list[TrainingImage]:
     images = []
     for record in records:
-        assignment = assign_bucket(
-            record.size,
-            resolution=config.resolution,
-            min_reso=config.min_bucket_reso,
-            max_reso=config.max_bucket_reso,
-            step=config.bucket_reso_steps,
-            no_upscale=config.bucket_no_upscale,
-            enable_bucket=config.enable_bucket,
-        )
+        try:
+            assignment = assign_bucket(
+                record.size,
+                resolution=config.resolution,
+                min_reso=config.min_bucket_reso,
+                max_reso=config.max_bucket_reso,
+                step=config.bucket_reso_steps,
+                no_upscale=config.bucket_no_upscale,
+                enable_bucket=config.enable_bucket,
+                random_crop=config.random_crop,
+            )
+        except ImageSizeError as exc:
+            raise InvalidDatasetError(f"image {record.folder}/{record.path.name}: {exc}") from exc
         top_left = crop_top_left(assignment.bucket, record.size)
         images.append(TrainingImage(record, assignment.bucket, assignment.resized, top_left))
     return images

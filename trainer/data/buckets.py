@@ -21,7 +21,7 @@ Size = tuple[int, int]
 
 
 class ImageSizeError(ValueError):
-    """With ``enable_bucket: false`` an image does not have the training size."""
+    """An image that can't be given a bucket (wrong size without bucketing, too small)."""
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,19 @@ def assign_no_upscale(image_size: Size, max_area: int, step: int) -> BucketAssig
         by_width_h = _round_to_steps(by_width / ratio, step)
         by_height = _round_to_steps(target_h, step)
         by_height_w = _round_to_steps(by_height * ratio, step)
-        if abs(by_width / by_width_h - ratio) < abs(by_height_w / by_height - ratio):
+        width_first = _aspect_error(by_width, by_width_h, ratio)
+        if width_first < _aspect_error(by_height_w, by_height, ratio):
             resized = (by_width, int(by_width / ratio + 0.5))
         else:
             resized = (int(by_height * ratio + 0.5), by_height)
     else:
         resized = (width, height)
     bucket = (resized[0] - resized[0] % step, resized[1] - resized[1] % step)
+    if min(bucket) == 0:
+        raise ImageSizeError(
+            f"image is {width}x{height}: a side shorter than bucket_reso_steps ({step}) after "
+            "fitting the training area leaves an empty bucket; use a larger image"
+        )
     return BucketAssignment(bucket, resized, bucket[0] / bucket[1] - ratio)
 
 
@@ -176,6 +182,12 @@ def crop_top_left(bucket: Size, original_size: Size, *, flipped: bool = False) -
     if flipped:
         left = bucket[0] - right
     return CropTopLeft(int(top), int(left))
+
+
+def _aspect_error(width: int, height: int, ratio: float) -> float:
+    """How far a candidate's aspect is from the image's; a zero height (sd-scripts divides by
+    it and crashes) is never the better candidate."""
+    return abs(width / height - ratio) if height else math.inf
 
 
 def _round_to_steps(value: float, step: int) -> int:

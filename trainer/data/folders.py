@@ -48,7 +48,7 @@ class DatasetScan:
 def parse_folder_name(name: str) -> tuple[int, str] | None:
     """``"10_cat toy"`` -> ``(10, "cat toy")``; None when not ``<int>_...``."""
     head, sep, rest = name.partition("_")
-    if not sep or not head.isdigit():
+    if not sep or not head.isdecimal():  # isdigit() admits "²", which int() refuses
         return None
     return int(head), rest
 

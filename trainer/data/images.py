@@ -22,9 +22,13 @@ def load_rgb(path: Path) -> Image.Image:
 
 
 def resize_and_crop(
-    image: Image.Image, resized: tuple[int, int], bucket: tuple[int, int]
+    image: Image.Image,
+    resized: tuple[int, int],
+    bucket: tuple[int, int],
+    left_top: tuple[int, int] | None = None,
 ) -> Image.Image:
-    """Resize to ``resized`` then centre-crop the excess to ``bucket``.
+    """Resize to ``resized`` then crop the excess to ``bucket``: at ``left_top``
+    (``random_crop``) or centred.
 
     Downscaling uses PIL's BOX filter (an area average, like OpenCV's
     INTER_AREA that sd-scripts uses); upscaling uses LANCZOS (as SS-main).
@@ -34,8 +38,9 @@ def resize_and_crop(
         image = image.resize(
             resized, Image.Resampling.BOX if shrinking else Image.Resampling.LANCZOS
         )
-    left = (resized[0] - bucket[0]) // 2
-    top = (resized[1] - bucket[1]) // 2
+    if left_top is None:
+        left_top = ((resized[0] - bucket[0]) // 2, (resized[1] - bucket[1]) // 2)
+    left, top = left_top
     if (left, top) != (0, 0) or resized != bucket:
         image = image.crop((left, top, left + bucket[0], top + bucket[1]))
     return image

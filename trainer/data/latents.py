@@ -3,27 +3,49 @@
 The SDXL VAE overflows to NaN in fp16, so it always runs in fp32 here; a
 non-finite latent stops the run with the image's name rather than poisoning
 training silently.
+
+Caching encodes the images of one bucket ``vae_batch_size`` at a time (as
+sd-scripts ``cache_latents``) and, with ``flip_aug``, also each image's mirror.
+Every latent draws its own sampling noise, so the batch size changes how many
+VAE calls there are, never which noise an image gets.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from trainer.data.augment import PLAIN, Augmentation, augment_pixels
 from trainer.data.batches import TrainingImage
 from trainer.data.images import load_rgb, resize_and_crop, to_tensor
 from trainer.errors import NonFiniteLatentError
 from trainer.storage import atomic_path
 
 
-def pixels_for(image: TrainingImage) -> torch.Tensor:
-    rgb = resize_and_crop(load_rgb(image.record.path), image.resized, image.bucket)
-    return to_tensor(rgb)
+def pixels_for(image: TrainingImage, augmentation: Augmentation = PLAIN) -> torch.Tensor:
+    rgb = resize_and_crop(
+        load_rgb(image.record.path), image.resized, image.bucket, augmentation.crop_left_top
+    )
+    return to_tensor(augment_pixels(rgb, augmentation))
+
+
+def latent_shape(vae: Any, bucket: tuple[int, int]) -> tuple[int, int, int]:
+    """(channels, h, w) of one image's latent (scale factor as diffusers' pipelines compute it)."""
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    return (vae.config.latent_channels, bucket[1] // factor, bucket[0] // factor)
+
+
+def draw_noise(
+    vae: Any, buckets: list[tuple[int, int]], generator: torch.Generator
+) -> torch.Tensor:
+    """The VAE sampling noise of a batch, one image after the other (fp32, CPU)."""
+    return torch.stack([torch.randn(latent_shape(vae, b), generator=generator) for b in buckets])
 
 
 def vae_fingerprint(vae: Any) -> str:
@@ -33,13 +55,13 @@ def vae_fingerprint(vae: Any) -> str:
 
 
 @torch.no_grad()
-def encode(
-    vae: Any, pixels: torch.Tensor, names: list[str], generator: torch.Generator
-) -> torch.Tensor:
-    """Sample latents with a generator of their own, so caching (or reading a disk
-    cache) never shifts the random stream that draws the training noise."""
+def encode(vae: Any, pixels: torch.Tensor, names: list[str], noise: torch.Tensor) -> torch.Tensor:
+    """Sample latents ``mean + std * noise``, as ``latent_dist.sample`` does, with noise
+    drawn by the caller from a generator of its own (the latent generator), so caching
+    (or reading a disk cache) never shifts the stream that draws the training noise."""
     device = next(vae.parameters()).device
-    latents = vae.encode(pixels.to(device, torch.float32)).latent_dist.sample(generator)
+    dist = vae.encode(pixels.to(device, torch.float32)).latent_dist
+    latents = dist.mean + dist.std * noise.to(device, dist.mean.dtype)
     latents = latents * vae.config.scaling_factor
     finite = torch.isfinite(latents).flatten(1).all(dim=1)
     if not bool(finite.all()):
@@ -57,27 +79,103 @@ def _disk_path(image: TrainingImage, fingerprint: str) -> Path:
     return path.with_name(f"{path.stem}_{w:04d}x{h:04d}_sdxl_{fingerprint}.safetensors")
 
 
+@dataclass(frozen=True)
+class LatentCache:
+    """One latent per image (4, h/8, w/8) and, with ``flip_aug``, one of its mirror."""
+
+    latents: list[torch.Tensor]
+    flipped: list[torch.Tensor] | None
+
+
+def _name(image: TrainingImage) -> str:
+    return f"{image.record.folder}/{image.record.path.name}"
+
+
+def _read_disk(path: Path, flip: bool) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    if not path.is_file():
+        return None
+    tensors = load_file(str(path))
+    if flip and "latents_flipped" not in tensors:
+        return None  # cached before flip_aug was on: encode again (as sd-scripts)
+    return tensors["latents"], tensors["latents_flipped"] if flip else None
+
+
+def _write_disk(path: Path, latent: torch.Tensor, flipped: torch.Tensor | None) -> None:
+    tensors = {"latents": latent.contiguous()}
+    if flipped is not None:
+        tensors["latents_flipped"] = flipped.contiguous()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+
+
+def bucket_batches(
+    indices: list[int], images: list[TrainingImage], batch_size: int
+) -> Iterator[list[int]]:
+    """``indices`` grouped by bucket (in order of first appearance), cut into batches."""
+    by_bucket: dict[tuple[int, int], list[int]] = {}
+    for index in indices:
+        by_bucket.setdefault(images[index].bucket, []).append(index)
+    for members in by_bucket.values():
+        for start in range(0, len(members), batch_size):
+            yield members[start : start + batch_size]
+
+
+def _seeded_noise(vae: Any, bucket: tuple[int, int], seeds: list[int]) -> torch.Tensor:
+    shape = latent_shape(vae, bucket)
+    return torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(seed)) for seed in seeds]
+    )
+
+
+def _encode_batch(
+    vae: Any, images: list[TrainingImage], seeds: list[list[int]], flip: bool
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    names = [_name(image) for image in images]
+    pixels = torch.stack([pixels_for(image) for image in images])
+    bucket = images[0].bucket
+    plain = encode(vae, pixels, names, _seeded_noise(vae, bucket, [s[0] for s in seeds]))
+    if not flip:
+        return [(latent, None) for latent in plain]
+    # sd-scripts mirrors the batch's pixels and encodes them again (own noise).
+    noise = _seeded_noise(vae, bucket, [s[1] for s in seeds])
+    return list(zip(plain, encode(vae, pixels.flip(-1), names, noise), strict=True))
+
+
 def cache_latents(
     vae: Any,
     images: list[TrainingImage],
     to_disk: bool,
     generator: torch.Generator,
     progress: Callable[[int, int], None] | None = None,
-) -> list[torch.Tensor]:
-    """One latent per image (4, h/8, w/8); read from / written to disk when asked."""
+    *,
+    batch_size: int = 1,
+    flip: bool = False,
+) -> LatentCache:
+    """Every image's latent (and mirrored latent with ``flip``), ``batch_size`` images
+    of one bucket per VAE call; read from / written to disk when asked.
+
+    ``progress(done, total)`` runs after each VAE batch; it may raise to stop caching
+    there (the trainer's stop signal does): each disk cache file is written atomically,
+    so the ones already written stay valid for the next run."""
     fingerprint = vae_fingerprint(vae) if to_disk else ""
-    cached: list[torch.Tensor] = []
-    for index, image in enumerate(images):
-        disk = _disk_path(image, fingerprint) if to_disk else None
-        if disk is not None and disk.is_file():
-            cached.append(load_file(str(disk))["latents"])
-            continue
-        name = f"{image.record.folder}/{image.record.path.name}"
-        latent = encode(vae, pixels_for(image).unsqueeze(0), [name], generator)[0]
-        if disk is not None:
-            with atomic_path(disk) as tmp:
-                save_file({"latents": latent.contiguous()}, str(tmp))
-        cached.append(latent)
+    found: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    for index, image in enumerate(images if to_disk else ()):
+        hit = _read_disk(_disk_path(image, fingerprint), flip)
+        if hit is not None:
+            found[index] = hit
+    todo = [index for index in range(len(images)) if index not in found]
+    # Two seeds per image to encode, drawn in image order: each latent's noise is
+    # then the same however the images are grouped into VAE batches.
+    drawn = torch.randint(0, 2**62, (len(todo), 2), generator=generator).tolist()
+    seeds = dict(zip(todo, drawn, strict=True))
+    for batch in bucket_batches(todo, images, batch_size):
+        encoded = _encode_batch(vae, [images[i] for i in batch], [seeds[i] for i in batch], flip)
+        for index, (latent, mirrored) in zip(batch, encoded, strict=True):
+            found[index] = (latent, mirrored)
+            if to_disk:
+                _write_disk(_disk_path(images[index], fingerprint), latent, mirrored)
         if progress:
-            progress(index + 1, len(images))
-    return cached
+            progress(len(found), len(images))
+    pairs = [found[index] for index in range(len(images))]
+    flipped = [mirrored for _, mirrored in pairs if mirrored is not None] if flip else None
+    return LatentCache([latent for latent, _ in pairs], flipped)

@@ -32,7 +32,7 @@ def kohya_state_dict(network: LoraNetwork, precision: str) -> dict[str, torch.Te
     for module in network.modules:
         state[f"{module.kohya_name}.lora_down.weight"] = module.down.detach().to("cpu", dtype)
         state[f"{module.kohya_name}.lora_up.weight"] = module.up.detach().to("cpu", dtype)
-        state[f"{module.kohya_name}.alpha"] = torch.tensor(network.alpha).to(dtype)
+        state[f"{module.kohya_name}.alpha"] = torch.tensor(module.alpha).to(dtype)
     return {key: value.contiguous() for key, value in state.items()}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from trainer.config import TrainingConfig
 from trainer.data.batches import TrainingImage, bucket_counts
 from trainer.data.folders import DatasetScan
+from trainer.lora.targets import LOCON
 from trainer.plan import TrainingPlan
 
 BASE_MODEL_VERSION = "sdxl_base_v1-0"
@@ -159,6 +160,30 @@ def _training_fields(config: TrainingConfig, facts: RunFacts) -> dict[str, objec
     }
 
 
+def _plain(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def network_args(config: TrainingConfig) -> dict[str, str]:
+    """The ``network_args`` kohya_ss passes for this network, as sd-scripts keeps them
+    (strings): conv_dim/conv_alpha for Kohya LoCon, then the dropouts that are set."""
+    args: dict[str, str] = {}
+    if config.lora_type == LOCON:
+        args.update(conv_dim=str(config.conv_dim), conv_alpha=_plain(config.conv_alpha))
+    for key in ("rank_dropout", "module_dropout"):
+        if getattr(config, key):
+            args[key] = _plain(getattr(config, key))
+    return args
+
+
+def _network_fields(config: TrainingConfig) -> dict[str, object]:
+    fields: dict[str, object] = {"ss_fp8_base": config.fp8_base}  # SS-main writes it
+    args = network_args(config)
+    if args:  # sd-scripts writes ss_network_args only when there are any
+        fields["ss_network_args"] = json.dumps(args)
+    return fields
+
+
 def _model_fields(facts: RunFacts) -> dict[str, object]:
     fields: dict[str, object] = {
         "ss_sd_model_name": facts.base_model.name,
@@ -199,6 +224,7 @@ def run_metadata(config: TrainingConfig, facts: RunFacts) -> dict[str, str]:
     """Metadata common to every file of the run (``ss_steps``/``ss_epoch`` added per save)."""
     fields = {
         **_training_fields(config, facts),
+        **_network_fields(config),
         **_dataset_fields(config, facts),
         **_model_fields(facts),
     }

@@ -1,11 +1,12 @@
 """LoRA on SDXL with peft, named the way Kohya names it.
 
-Targets (sd-scripts ``networks/lora.py``, reference §3.1): every Linear inside
-the UNet's Transformer2DModel blocks (``proj_in``/``proj_out``, both attentions'
-``to_q/k/v/out.0``, ``ff.net.0.proj``, ``ff.net.2``: 722 modules on SDXL) and
-both text encoders' self-attention q/k/v/out and MLP fc1/fc2 (264 modules).
-peft's initialisation (Kaiming-uniform down, zero up) and scaling (alpha / r)
-are Kohya's.
+Targets (sd-scripts ``networks/lora.py``, reference §3.1; ``trainer.lora.targets``):
+every Linear inside the UNet's Transformer2DModel blocks (``proj_in``/``proj_out``,
+both attentions' ``to_q/k/v/out.0``, ``ff.net.0.proj``, ``ff.net.2``: 722 modules
+on SDXL), both text encoders' self-attention q/k/v/out and MLP fc1/fc2 (264
+modules), and with Kohya LoCon the UNet's resnet and sampler layers. peft's
+initialisation (Kaiming-uniform down, zero up), scaling (alpha / r) and conv
+layout (down: the base conv's kernel, up: 1×1) are Kohya's.
 """
 
 from __future__ import annotations
@@ -18,15 +19,10 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 
+from trainer.lora.targets import TEXT_ENCODER_TARGETS, ConvRank, Targets, unet_targets
 from trainer.models.ldm_names import text_model_path, unet_to_ldm
 
 ADAPTER = "default"
-UNET_TARGETS = (
-    r".*attentions\.\d+\.(proj_in|proj_out"
-    r"|transformer_blocks\.\d+\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)"
-    r"|transformer_blocks\.\d+\.ff\.net\.(0\.proj|2))"
-)
-TEXT_ENCODER_TARGETS = r".*layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))"
 
 
 @dataclass
@@ -44,6 +40,15 @@ class LoraModule:
     @property
     def up(self) -> torch.nn.Parameter:
         return cast(torch.nn.Parameter, self.layer.lora_B[ADAPTER].weight)
+
+    @property
+    def rank(self) -> int:
+        return int(self.layer.r[ADAPTER])
+
+    @property
+    def alpha(self) -> float:
+        """This module's alpha (LoCon's 3×3 convs have their own)."""
+        return float(self.layer.lora_alpha[ADAPTER])
 
 
 @dataclass
@@ -65,12 +70,14 @@ class LoraNetwork:
         return {module.kohya_name: module for module in self.modules}
 
 
-def _inject(model: torch.nn.Module, targets: str, rank: int, alpha: float) -> None:
+def _inject(model: torch.nn.Module, targets: Targets, rank: int, alpha: float) -> None:
     # peft types lora_alpha as int, but scales by alpha / r with any number, as Kohya does.
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,  # type: ignore[arg-type]
-        target_modules=targets,
+        target_modules=targets.modules,
+        rank_pattern=targets.ranks,
+        alpha_pattern=targets.alphas,
         lora_dropout=0.0,
     )
     inject_adapter_in_model(config, model, adapter_name=ADAPTER)
@@ -92,16 +99,17 @@ def apply_lora(
     text_encoders: tuple[torch.nn.Module, torch.nn.Module] | None,
     rank: int,
     alpha: float,
+    conv: ConvRank | None = None,
 ) -> LoraNetwork:
     """Inject LoRA into the parts being trained; None skips a part entirely,
-    so its ``lora_*`` keys never appear in the file."""
+    so its ``lora_*`` keys never appear in the file. ``conv`` makes it Kohya LoCon."""
     network = LoraNetwork(rank=rank, alpha=alpha)
     if unet is not None:
-        _inject(unet, UNET_TARGETS, rank, alpha)
+        _inject(unet, unet_targets(unet, conv), rank, alpha)
         network.modules += _collect(unet, "lora_unet", unet_to_ldm, "unet")
     if text_encoders is not None:
         for index, encoder in enumerate(text_encoders, start=1):
-            _inject(encoder, TEXT_ENCODER_TARGETS, rank, alpha)
+            _inject(encoder, Targets(TEXT_ENCODER_TARGETS, {}, {}), rank, alpha)
             network.modules += _collect(encoder, f"lora_te{index}", text_model_path, "textencoder")
     for parameter in network.parameters():
         # Trainable weights stay fp32 whatever the frozen base's dtype (mixed precision).

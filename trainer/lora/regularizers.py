@@ -37,14 +37,20 @@ class Dropouts:
 
 
 def drop_down_output(down: torch.Tensor, dropouts: Dropouts) -> torch.Tensor:
-    """Kohya's dropouts applied to one ``lora_down`` output (rank on the last axis)."""
+    """Kohya's dropouts applied to one ``lora_down`` output (rank on the last axis,
+    or on axis 1 of a conv's (batch, rank, h, w) output)."""
     if dropouts.module and torch.rand(1).item() < dropouts.module:
         return torch.zeros_like(down)
     if dropouts.network:
         down = F.dropout(down, p=dropouts.network)
     if dropouts.rank:
-        keep = torch.rand(down.shape[0], down.shape[-1], device=down.device) > dropouts.rank
-        shape = (down.shape[0],) + (1,) * (down.dim() - 2) + (down.shape[-1],)
+        conv = down.dim() == 4
+        rank = down.shape[1] if conv else down.shape[-1]
+        keep = torch.rand(down.shape[0], rank, device=down.device) > dropouts.rank
+        if conv:
+            shape: tuple[int, ...] = (down.shape[0], rank, 1, 1)
+        else:
+            shape = (down.shape[0],) + (1,) * (down.dim() - 2) + (rank,)
         down = down * keep.view(shape).to(down.dtype) / (1.0 - dropouts.rank)
     return down
 
@@ -86,13 +92,14 @@ def apply_max_norm(network: LoraNetwork, max_norm: float) -> MaxNormReport:
 
     sd-scripts ``apply_max_norm_regularization``: n = max(||dW||, m/2),
     ratio = min(n, m)/n; when ratio != 1 both up and down are multiplied by
-    sqrt(ratio). The reported norms are the ones after scaling.
+    sqrt(ratio). The reported norms are the ones after scaling. A conv's up is
+    1×1, so flattening both gives the composed kernel's norm (sd-scripts' conv2d
+    composition) for 1×1 and 3×3 downs alike.
     """
-    scale = network.alpha / network.rank
     scaled, norms = 0, []
     for module in network.modules:
         up, down = module.up, module.down
-        delta = (up.float() @ down.float().flatten(1)) * scale
+        delta = (up.float().flatten(1) @ down.float().flatten(1)) * (module.alpha / module.rank)
         norm = float(delta.norm())
         desired = min(max(norm, max_norm / 2), max_norm)
         ratio = desired / max(norm, max_norm / 2)

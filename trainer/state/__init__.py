@@ -1,0 +1,1 @@
+"""Training state: everything a run needs to continue exactly where it stopped."""
