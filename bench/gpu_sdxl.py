@@ -11,7 +11,7 @@ Targets (issue 2): peak reserved <= 15.5 GiB with the cap, <= 0.35 s/step on an
 H100 (compute limit ~0.064 s/step: 63.5 TFLOP per seed step at 989 TFLOP/s).
 
 Variants (issue 4's memory table): seed, unet_only_cached_te, full_bf16,
-fp8_base, adafactor - each that the payload model accepts is run in turn.
+fp8_base, locon, adafactor - each that the payload model accepts is run in turn.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                             "shuffle_caption": False},
     "full_bf16": {"mixed_precision": "bf16", "full_bf16": True},
     "fp8_base": {"fp8_base": True},
+    "locon": {"LoRA_type": "Kohya LoCon", "conv_dim": 8, "conv_alpha": 4},
     "adafactor": {"optimizer": "Adafactor",
                   "optimizer_args": "scale_parameter=False relative_step=False warmup_init=False",
                   "lr_scheduler": "constant_with_warmup", "lr_warmup": 0},
