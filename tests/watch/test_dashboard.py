@@ -98,7 +98,9 @@ def test_the_dashboard_follows_a_job_to_succeeded_and_downloads_its_lora(
 ):
     from selenium.webdriver.common.by import By
 
-    job = watch_stack.submit(job_body(epoch=2, save_every_n_epochs=1) | {"name": "browser"})
+    params = dict(epoch=2, save_every_n_epochs=1, sample_every_n_epochs=1,
+                  sample_prompts="a toy --w 64 --h 64 --s 2 --d 3")  # fmt: skip
+    job = watch_stack.submit(job_body(**params) | {"name": "browser"})
     _sign_in(browser, watch_stack.url, watch_stack.tokens["alice"])
     _wait(lambda: browser.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job["id"]}"]'), 30,
           "the job in the queue")  # fmt: skip
@@ -117,6 +119,9 @@ def test_the_dashboard_follows_a_job_to_succeeded_and_downloads_its_lora(
     listed = watch_stack.get(f"/v1/jobs/{job['id']}/artifacts").json()["items"]
     [expected] = [a for a in listed if a["name"] == "last.safetensors"]
     assert hashlib.sha256(lora.read_bytes()).hexdigest() == expected["sha256"]
+    # The gallery shows the trainer's real sample PNGs, one per epoch, decoded by the browser.
+    gallery = "return [...document.querySelectorAll('#samples img')].map(i => i.naturalWidth)"
+    _wait(lambda: browser.execute_script(gallery) == [64, 64], 60, "the two decoded samples")
     assert browser.find_element(By.ID, "cancel").is_displayed() is False
     browser.save_screenshot(str(tmp_path / "dashboard-job.png"))
     assert (tmp_path / "dashboard-job.png").stat().st_size > 10_000
