@@ -45,6 +45,12 @@ def cmd_api(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        # asyncio's own loop, not uvloop: status polls run their indexed reads inline, and under
+        # a closed-loop load of 50 clients uvloop left ~1% of them waiting 1-2 s (p99 ~1 s)
+        # where asyncio's loop served every one within ~0.2 s, at the same throughput
+        # (bench/poll_status.py). httptools parses HTTP, with Nagle off (see the module).
+        loop="asyncio",
+        http="api.http_protocol:NoDelayHttpToolsProtocol",
         log_level="info",
     )
     return 0

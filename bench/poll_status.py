@@ -1,14 +1,24 @@
 """Status polling: N concurrent clients on GET /v1/jobs/{id} with 10,000 jobs in the database.
 
-python -m bench.poll_status [--db sqlite|postgres|both] [--clients 50] [--seconds 15]
+python -m bench.poll_status [--db sqlite|postgres|both] [--load wrk|python] [--clients 50[,20,...]]
+                            [--seconds 15] [--workers 1]
+
+``--load wrk`` (default) drives the API with wrk (a C load generator: ``wrk -t1 -cN -d15s
+--latency``, a random seeded job id per request from a Lua script), so the client costs little
+of the box's CPU; ``--load python`` keeps the asyncio client. Each run prints the load averages
+it started under: the figures mean little on a busy shared box.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
+import re
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +55,9 @@ def seed_jobs(settings: Settings, count: int) -> list[str]:
         session.execute(Job.__table__.insert(), rows)
     db.dispose()
     return ids
+
+
+# --- the Python client (--load python) ---------------------------------------------------------
 
 
 async def _client(
@@ -87,6 +100,75 @@ async def hammer(url: str, token: str, ids: list[str], clients: int, seconds: fl
     return latencies
 
 
+def python_load(base: str, token: str, ids: list[str], clients: int, seconds: float) -> str:
+    asyncio.run(hammer(base, token, ids, clients, 2))  # warm-up
+    lat = sorted(asyncio.run(hammer(base, token, ids, clients, seconds)))
+    p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
+    return (f"{len(lat) / seconds:7.0f} req/s  p50 {p(0.5):6.1f} ms  p90 {p(0.9):6.1f} ms  "
+            f"p99 {p(0.99):6.1f} ms  mean {statistics.mean(lat) * 1000:6.1f} ms")  # fmt: skip
+
+
+# --- wrk (--load wrk) --------------------------------------------------------------------------
+
+_LUA = """\
+local ids = {%s}
+local headers = {["Authorization"] = "Bearer %s"}
+math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", "/v1/jobs/" .. ids[math.random(#ids)], headers)
+end
+"""
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def write_lua(path: Path, token: str, ids: list[str]) -> Path:
+    path.write_text(_LUA % (",".join(f'"{i}"' for i in ids), token))
+    return path
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS_MS[unit]
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """req/s, p50/p90/p99 (ms) and failures from ``wrk --latency`` output."""
+    found = {f"p{q}": _ms(v) for q, v in re.findall(r"^\s+(50|90|99)%\s+(\S+)\s*$", out, re.M)}
+    found["req_s"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    if len(found) < 4:
+        raise KeyError("latency distribution")
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket = re.search(r"Socket errors: (.*)", out)
+    found["non_2xx"] = float(non_2xx.group(1)) if non_2xx else 0.0
+    found["socket_errors"] = (
+        float(sum(map(int, re.findall(r"\d+", socket.group(1))))) if socket else 0.0
+    )
+    return found
+
+
+def wrk_load(base: str, lua: Path, clients: int, seconds: float) -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk), or use --load python")
+    url = f"{base}/v1/jobs/"
+    cmd = [wrk, "-t1", f"-c{clients}", "-s", str(lua), "--latency", "--timeout", "10s"]
+    subprocess.run([*cmd, "-d2s", url], check=True, capture_output=True)  # warm-up
+    out = subprocess.run([*cmd, f"-d{seconds:g}s", url], check=True, capture_output=True, text=True)
+    try:
+        r = parse_wrk(out.stdout)
+    except (AttributeError, KeyError) as exc:
+        raise RuntimeError(f"unexpected wrk output:\n{out.stdout}{out.stderr}") from exc
+    errors = f"  non-2xx {r['non_2xx']:.0f} socket errors {r['socket_errors']:.0f}" * bool(
+        r["non_2xx"] or r["socket_errors"]
+    )
+    return (f"{r['req_s']:7.0f} req/s  p50 {r['p50']:6.1f} ms  p90 {r['p90']:6.1f} ms  "
+            f"p99 {r['p99']:6.1f} ms{errors}")  # fmt: skip
+
+
+def _load_avg() -> str:
+    return "load avg " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def run(kind: str, args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lorabox-bench-"))
     pg_name = None
@@ -96,25 +178,31 @@ def run(kind: str, args: argparse.Namespace) -> None:
     settings = Settings(home=tmp, models_dir=tmp / "models", database_url=url)
     token = prepare(settings)
     ids = seed_jobs(settings, args.jobs)
+    lua = write_lua(tmp / "poll.lua", token, ids)
     api, base = start_api(settings, workers=args.workers)
     try:
-        asyncio.run(hammer(base, token, ids, args.clients, 2))  # warm-up
-        lat = asyncio.run(hammer(base, token, ids, args.clients, args.seconds))
+        for clients in args.clients:
+            before = _load_avg()
+            if args.load == "wrk":
+                figures = wrk_load(base, lua, clients, args.seconds)
+            else:
+                figures = python_load(base, token, ids, clients, args.seconds)
+            print(f"{kind:8s} jobs={args.jobs} clients={clients} api_workers={args.workers} "
+                  f"load={args.load}: {figures}  ({before})", flush=True)  # fmt: skip
     finally:
         stop(api)
         if pg_name:
             drop_postgres(pg_name)
-    lat.sort()
-    p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
-    print(f"{kind:8s} jobs={args.jobs} clients={args.clients} api_workers={args.workers}: "
-          f"{len(lat) / args.seconds:7.0f} req/s  p50 {p(0.5):6.1f} ms  p99 {p(0.99):6.1f} ms  "
-          f"mean {statistics.mean(lat) * 1000:6.1f} ms")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--load", choices=["wrk", "python"], default="wrk")
+    parser.add_argument(
+        "--clients", type=lambda s: [int(c) for c in s.split(",")], default=[50],
+        help="concurrent connections; a comma-separated list runs each in turn",
+    )  # fmt: skip
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")

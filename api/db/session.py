@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 _IMMEDIATE = "lorabox_immediate"
+T = TypeVar("T")
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
@@ -52,6 +53,15 @@ class Database:
         if is_sqlite:
             _configure_sqlite(self.engine)
         write_engine = self.engine.execution_options(**{_IMMEDIATE: True})
+        # Status polls read through a pool of their own on Postgres: in autocommit (under READ
+        # COMMITTED each statement takes its own snapshot anyway, so BEGIN and ROLLBACK would be
+        # two round trips for nothing) and without the pre-ping (another round trip, a quarter
+        # of a poll's time): `read_polling` retries once on a connection the server dropped.
+        self._polling = self.engine
+        if not is_sqlite:
+            self._polling = sa.create_engine(
+                url, isolation_level="AUTOCOMMIT", connect_args=kwargs["connect_args"]
+            )
         self.read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.write_sessions = sessionmaker(write_engine, expire_on_commit=False)
 
@@ -59,6 +69,19 @@ class Database:
     def reading(self) -> Iterator[Session]:
         with self.read_sessions() as session:
             yield session
+
+    def read_polling(self, read: Callable[[sa.Connection], T]) -> T:
+        """``read(conn)`` on a plain Core connection: the hot read path (status polls), with no
+        ORM session to set up and tear down. A read that finds its pooled connection dropped by
+        the server (a restart) is retried once on a new one, as a pre-ping would have done."""
+        for attempt in (1, 2):
+            try:
+                with self._polling.connect() as conn:
+                    return read(conn)
+            except sa.exc.DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
@@ -72,3 +95,4 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._polling.dispose()

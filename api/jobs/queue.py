@@ -27,21 +27,32 @@ def set_paused(session: Session, *, user: User, paused: bool) -> bool:
     return paused
 
 
-def queue_position(session: Session, job: Any) -> int | None:
+def jobs_ahead(created_at: Any, job_id: Any) -> sa.ColumnElement[int]:
+    """Queued jobs submitted before (created_at, job_id): values, bind parameters or an outer
+    query's columns. Two counts: the first is an index-only range on ix_jobs_status_created;
+    the one OR'ed form made the database fetch each queued row to compare ids (about 4x
+    slower with 3,000 queued)."""
+    ahead = Job.__table__.alias("ahead")
+    queued = ahead.c.status == JobStatus.QUEUED
+    count = sa.select(sa.func.count()).select_from(ahead)
+    return (
+        count.where(queued, ahead.c.created_at < created_at).scalar_subquery()
+        + count.where(
+            queued, ahead.c.created_at == created_at, ahead.c.id < job_id
+        ).scalar_subquery()
+    )
+
+
+# Built once, with bind parameters: SQLAlchemy finds its compiled form without recomputing a
+# cache key.
+_AHEAD = sa.select(jobs_ahead(sa.bindparam("created_at"), sa.bindparam("job_id")))
+
+
+def queue_position(db: Session | sa.Connection, job: Any) -> int | None:
     """1-based place among all queued jobs, in submission order; None unless queued."""
     if job.status != JobStatus.QUEUED:
         return None
-    ahead = session.scalar(
-        sa.select(sa.func.count())
-        .select_from(Job)
-        .where(
-            Job.status == JobStatus.QUEUED,
-            sa.or_(
-                Job.created_at < job.created_at,
-                sa.and_(Job.created_at == job.created_at, Job.id < job.id),
-            ),
-        )
-    )
+    ahead = db.scalar(_AHEAD, {"created_at": job.created_at, "job_id": job.id})
     return int(ahead or 0) + 1
 
 

@@ -49,7 +49,8 @@ class AppContext:
     auth: AuthCache = field(default_factory=lambda: AuthCache(0))
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop on every request.
     ctx: AppContext = request.app.state.ctx
     return ctx
 

@@ -84,9 +84,8 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobRead)
 async def get_job(job_id: str, ctx: Ctx, user: CurrentUser) -> Response:
-    """The job. Scripts poll this: it runs inline (one indexed read), no thread hop."""
-    with ctx.db.reading() as session:
-        job = fetch_job_read(session, user=user, job_id=job_id)
+    """The job. Scripts poll this: it runs inline (indexed reads), no thread hop."""
+    job = ctx.db.read_polling(lambda conn: fetch_job_read(conn, user=user, job_id=job_id))
     return Response(job.model_dump_json(), media_type="application/json")
 
 
