@@ -193,6 +193,7 @@ def run(kind: str, args: argparse.Namespace) -> None:
         stop(api)
         if pg_name:
             drop_postgres(pg_name)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
