@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +64,9 @@ class Settings(BaseSettings):
     # A cancelled trainer that has not ended this long after the worker saw the cancel (stuck in
     # one call that can't poll, as reading a base model) is killed; the job ends `cancelled`.
     cancel_grace_s: float = Field(default=30.0, gt=0)
+    # How a trainer process starts (worker.trainer_process): "auto" forks it from a server that
+    # imported the ML stack once when torch has no GPU support, and spawns it fresh otherwise.
+    trainer_start_method: Literal["auto", "spawn", "forkserver"] = "auto"
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:

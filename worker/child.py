@@ -1,7 +1,8 @@
-"""Runs in the trainer's own process (spawned fresh per job): train, report, obey stop flags.
+"""Runs in the trainer's own process (a new one per job): train, report, obey stop flags.
 
 Everything crosses the process boundary as picklable values: the job spec (a dict of
-strings), the trainer's event dataclasses, and one shared integer for stop requests.
+strings), the trainer's event dataclasses, one shared integer for stop requests, and the
+read end of a pipe that tells the trainer its worker died.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import os
 import signal
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,16 +51,17 @@ def redirect_output(log_path: str) -> None:
     )
 
 
-def exit_with_parent(interval_s: float = 1.0) -> None:
-    """If the worker dies (SIGKILL, OOM kill), its trainer must not train on unsupervised."""
-    parent = os.getppid()
+def exit_with_worker(lifeline: Connection) -> None:
+    """If the worker dies (SIGKILL, OOM kill), its trainer must stop at once, not train on
+    unsupervised (saving and pruning files nobody records). The worker never writes to the
+    lifeline; the kernel closes its end when the worker dies, and the read here sees EOF."""
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval_s)
+        with contextlib.suppress(EOFError, OSError):
+            lifeline.recv_bytes()
         os._exit(3)
 
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    threading.Thread(target=watch, name="exit-with-worker", daemon=True).start()
 
 
 def error_code(exc: BaseException) -> str:
@@ -86,12 +88,14 @@ def _path(spec: dict[str, Any], key: str) -> Path | None:
     return Path(value) if value else None
 
 
-def train_in_child(spec: dict[str, Any], events: EventQueue, stop_flag: Synchronized[int]) -> None:
+def train_in_child(
+    spec: dict[str, Any], events: EventQueue, stop_flag: Synchronized[int], lifeline: Connection
+) -> None:
     # The supervisor decides how a shutdown ends the run (a terminal's Ctrl-C or a group-wide
     # SIGTERM reaches this process too): it sets the stop flag, so the trainer stops cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    exit_with_parent()
+    exit_with_worker(lifeline)
     redirect_output(spec["log_path"])
     from trainer.config import TrainingConfig
     from trainer.errors import TrainerError, TrainingCancelled, TrainingSuspended

@@ -15,6 +15,7 @@ from celery import signals
 from worker.reconciler import Reconciler
 from worker.runner import WorkerContext
 from worker.supervisor import shutdown_requested
+from worker.trainer_process import warm_up
 
 
 @cache
@@ -30,6 +31,7 @@ def reconciler() -> Reconciler:
 @signals.worker_ready.connect
 def _start_reconciler(**_: Any) -> None:
     reconciler().start()
+    warm_up(context().settings.trainer_start_method)
 
 
 @signals.worker_shutting_down.connect

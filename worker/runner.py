@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from api.db import Artifact, Database, Job
 from api.db.models import JobStatus, utcnow
-from api.jobs.artifacts import register_artifact
+from api.jobs.artifacts import forget_lost_artifacts, register_artifact
 from api.jobs.broker import Broker
 from api.jobs.events import record_event
 from api.jobs.queue import is_paused
@@ -93,11 +93,16 @@ def claim(ctx: WorkerContext, job_id: str) -> int | None:
             {"worker_id": ctx.worker_id, "attempt": attempt},
             attempt=attempt,
         )
+        for name in forget_lost_artifacts(session, ctx.settings, job_id) if attempt > 1 else ():
+            log.warning("job %s: %s was listed but its file is gone; unlisted", job_id, name)
+            record_event(
+                session, job_id, "artifact_removed", {"path": name, "lost": True}, attempt=attempt
+            )
         return attempt
 
 
 def job_spec(ctx: WorkerContext, job_id: str) -> dict[str, Any]:
-    """Everything the child needs, as plain strings (it pickles across `spawn`)."""
+    """Everything the child needs, as plain strings (it is pickled to the trainer process)."""
     s = ctx.settings
     with ctx.db.reading() as session:
         job = session.get(Job, job_id)

@@ -16,7 +16,6 @@ trainer left half-written (killed inside ``atomic_path``) are removed.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import queue
 import threading
 import time
@@ -36,6 +35,7 @@ from trainer.hooks import Event
 from trainer.storage import remove_temporaries
 from worker.child import STOP_ABORT, STOP_FINISH, STOP_NONE, STOP_SUSPEND
 from worker.relay import EventRelay, Fenced, fenced_update
+from worker.trainer_process import trainer_context
 
 log = logging.getLogger(__name__)
 Target = Callable[..., None]
@@ -75,13 +75,17 @@ class Supervisor:
         self._killed = False  # ... and was killed for not stopping within cancel_grace_s
 
     def run(self, spec: dict[str, Any], target: Target) -> Outcome:
-        mp = multiprocessing.get_context("spawn")  # fresh interpreter: no inherited CUDA state
+        mp = trainer_context(self.settings.trainer_start_method)
         events = mp.Queue()
         stop_flag = mp.Value("i", STOP_NONE)
+        lifeline, held = mp.Pipe(duplex=False)  # the trainer reads EOF once this process is gone
         child = mp.Process(
-            target=target, args=(spec, events, stop_flag), name=f"trainer-{self.job_id}"
+            target=target,
+            args=(spec, events, stop_flag, lifeline),
+            name=f"trainer-{self.job_id}",
         )
         child.start()
+        lifeline.close()
         try:
             outcome = self._supervise(child, events, stop_flag)
         except Fenced as exc:
@@ -97,6 +101,7 @@ class Supervisor:
             if child.is_alive():
                 child.kill()
                 child.join()
+            held.close()
             _remove_partial_files(spec, child.pid)
         if outcome is None:
             detail = f"the trainer process died (exit code {child.exitcode})"

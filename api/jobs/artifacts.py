@@ -70,6 +70,21 @@ def register_artifact(
     return artifact
 
 
+def forget_lost_artifacts(session: Session, settings: Settings, job_id: str) -> list[str]:
+    """Unlists the job's artifacts whose files are gone; returns their names.
+
+    A trainer reports a deletion before making it, but the report can die with its worker while
+    the trainer, orphaned for up to a second, still deletes: a new attempt starts by making the
+    listing true again, so it never resumes from (nor lists) a state that no longer exists.
+    """
+    root = job_dir(settings, job_id)
+    names = session.scalars(sa.select(Artifact.name).where(Artifact.job_id == job_id)).all()
+    lost = [name for name in names if not (root / name).is_file()]
+    for name in lost:
+        unregister_artifact(session, job_id=job_id, name=name)
+    return lost
+
+
 def unregister_artifact(session: Session, *, job_id: str, name: str) -> None:
     """The trainer deleted a file it published (a ``save_last_n_steps`` window moved on)."""
     session.execute(sa.delete(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))

@@ -92,6 +92,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "LORABOX_QUEUE_NAME": settings.queue_name,
         "LORABOX_PROGRESS_INTERVAL_S": str(settings.progress_interval_s),
         "LORABOX_FLAG_POLL_INTERVAL_S": str(settings.flag_poll_interval_s),
+        "LORABOX_TRAINER_START_METHOD": settings.trainer_start_method,
     }
 
 
@@ -169,7 +170,8 @@ def production_stack(
     tiny_models_dir: Path,
     redis_url: str,
 ) -> Iterator[Stack]:
-    """Postgres + Redis with separate API and worker processes, as in docker-compose."""
+    """Postgres + Redis with separate API and worker processes, as in docker-compose; trainers
+    are spawned, as on a GPU box (every other stack forks them from the fork server)."""
     with fresh_postgres_database() as postgres_url:
         yield from _production_stack(tmp_path_factory, tiny_models_dir, postgres_url, redis_url)
 
@@ -184,7 +186,8 @@ def _production_stack(
     queue = f"lorabox-test-{uuid.uuid4().hex[:8]}"  # the shared Redis may serve others too
     settings = Settings(home=home, models_dir=tiny_models_dir, database_url=postgres_url,
                         broker_url=redis_url, queue_name=queue, progress_interval_s=0.5,
-                        flag_poll_interval_s=0.2)  # fmt: skip
+                        flag_poll_interval_s=0.2,
+                        trainer_start_method="spawn")  # fmt: skip  # as on a GPU box
     tokens = prepare(settings)
     port = free_port()
     logs = [home / "api.log", home / "worker.log"]

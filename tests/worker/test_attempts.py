@@ -1,0 +1,66 @@
+"""What a new attempt of a job starts from: the listing made true again, and the newest
+training state that still exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.db import Artifact, JobEvent
+from api.jobs.artifacts import register_artifact
+from api.jobs.recovery import release
+from api.settings import Settings
+from tests.worker.conftest import prepare
+from worker.runner import WorkerContext, claim, job_spec
+
+
+def _queued_job(settings: Settings, zip_bytes: bytes, params: dict[str, Any]) -> str:
+    tokens = prepare(settings)
+    headers = {"Authorization": f"Bearer {tokens['alice']}"}
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/v1/datasets", headers=headers, files={"file": ("d.zip", zip_bytes)}
+        )
+        body = {"dataset_id": response.json()["id"], "base_model": "tiny-sdxl", "params": params}
+        response = client.post("/v1/jobs", headers=headers, json=body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+
+def test_a_new_attempt_unlists_files_that_are_gone_and_resumes_from_the_newest_state_left(
+    tmp_path: Path, tiny_models_dir: Path, e2e_zip: bytes, e2e_payload: Any
+) -> None:
+    settings = Settings(home=tmp_path / "home", models_dir=tiny_models_dir)
+    job_id = _queued_job(settings, e2e_zip, e2e_payload(save_state=True, save_every_n_steps=1))
+    ctx = WorkerContext.from_settings(settings)
+    assert claim(ctx, job_id) == 1
+    folder = settings.jobs_dir / job_id
+    folder.mkdir(parents=True)
+    with ctx.db.writing() as session:
+        for step in (1, 2):
+            name = f"last-step{step:08d}-state.safetensors"
+            (folder / name).write_bytes(b"state")
+            register_artifact(session, settings, job_id=job_id, name=name, kind="state", step=step)
+    # Attempt 1's worker died; its orphaned trainer deleted the step-2 state unrecorded.
+    (folder / "last-step00000002-state.safetensors").unlink()
+    with ctx.db.writing() as session:
+        release(session, settings, job_id=job_id, attempt=1, reason="lease_expired", lost=True)
+
+    assert claim(ctx, job_id) == 2
+    first = "last-step00000001-state.safetensors"
+    assert job_spec(ctx, job_id)["resume_state"] == str(folder / first)
+    with ctx.db.reading() as session:
+        listed = session.scalars(sa.select(Artifact.name).where(Artifact.job_id == job_id)).all()
+        events = session.execute(
+            sa.select(JobEvent.kind, JobEvent.data).where(
+                JobEvent.job_id == job_id, JobEvent.attempt == 2
+            )
+        ).all()
+    ctx.db.dispose()
+    assert listed == [first]
+    lost = {"path": "last-step00000002-state.safetensors", "lost": True}
+    assert ("artifact_removed", lost) in [tuple(row) for row in events]

@@ -1,0 +1,51 @@
+"""Where trainer processes come from: spawned fresh, or forked from a server that imported the
+ML stack once.
+
+Every job runs in a process of its own either way, so a crash or leaked memory never outlives
+it. The difference is the start: importing torch, diffusers, transformers and peft takes ~10 s
+of CPU on a small box, paid per job by a spawned process. A fork server pays it once per
+worker, and then a trainer starts in milliseconds.
+
+Forking is only safe while no process in the chain has initialised CUDA, and importing
+diffusers imports bitsandbytes, which asks torch for the GPU's compute capability and so
+initialises CUDA: a child forked after that can't use the GPU. So the fork server is used only
+with a torch built without CUDA or ROCm (CPU hosts: CI, the demo), where that can't happen,
+and a GPU box keeps spawning. ``LORABOX_TRAINER_START_METHOD`` overrides the choice.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.forkserver
+from multiprocessing.context import ForkServerContext, SpawnContext
+from typing import Literal
+
+StartMethod = Literal["auto", "spawn", "forkserver"]
+
+# Imported by the fork server (never by the worker): it makes the server ignore SIGTERM.
+PRELOAD_MODULE = "worker.trainer_preload"
+
+
+def resolve(method: StartMethod) -> Literal["spawn", "forkserver"]:
+    if method != "auto":
+        return method
+    import torch  # the worker's own import: it never touches a device
+
+    built_for_gpu = torch.version.cuda is not None or torch.version.hip is not None
+    return "spawn" if built_for_gpu else "forkserver"
+
+
+def trainer_context(method: StartMethod) -> SpawnContext | ForkServerContext:
+    if resolve(method) == "spawn":
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([PRELOAD_MODULE])
+    return context
+
+
+def warm_up(method: StartMethod) -> None:
+    """Starts the fork server now (it imports in the background), so the first job's trainer
+    does not wait for the imports."""
+    if resolve(method) == "forkserver":
+        trainer_context(method)
+        multiprocessing.forkserver.ensure_running()
