@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from api.db import Artifact, Database, Job
 from api.db.models import JobStatus, utcnow
-from api.jobs.artifacts import forget_lost_artifacts, register_artifact
+from api.jobs.artifacts import LOG_NAME, forget_lost_artifacts, register_artifact
 from api.jobs.broker import Broker
 from api.jobs.events import record_event
 from api.jobs.queue import is_paused
@@ -30,7 +30,6 @@ from worker.relay import Fenced, fenced_update
 from worker.supervisor import Outcome, Supervisor, Target, shutdown_requested
 
 log = logging.getLogger(__name__)
-LOG_NAME = "train.log"
 
 
 @dataclass(frozen=True)

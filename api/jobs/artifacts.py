@@ -14,6 +14,9 @@ from api.exceptions import NotFound
 from api.jobs.service import get_job
 from api.settings import Settings
 
+# The trainer process's stdout and stderr, in the job's folder (worker/child.redirect_output).
+LOG_NAME = "train.log"
+
 
 def job_dir(settings: Settings, job_id: str) -> Path:
     return settings.jobs_dir / job_id

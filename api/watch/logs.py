@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from api.db.models import JobStatus, User
-from api.jobs.artifacts import job_dir
+from api.jobs.artifacts import LOG_NAME, job_dir
 from api.jobs.service import get_job
 from api.settings import Settings
 
-# The worker's child writes the trainer's stdout and stderr here (worker/runner.LOG_NAME).
-LOG_NAME = "train.log"
 MAX_CHUNK_BYTES = 256 * 1024
 
 

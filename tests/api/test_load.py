@@ -4,12 +4,7 @@ queue keeps each submitter's order. Slow (a real server, ~150 requests a second 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -19,27 +14,15 @@ import httpx
 import pytest
 
 from api.settings import Settings
-from tests.worker.conftest import free_port, prepare, service_env
+from tests.worker.conftest import prepare, served
 
 pytestmark = pytest.mark.slow
 
 POLLERS, SUBMITTERS, PER_SUBMITTER = 50, 4, 25
 
 
-def _run_api(settings: Settings, port: int) -> subprocess.Popen[bytes]:
-    env = service_env(settings) | {"LORABOX_MAX_QUEUED_PER_USER": "1000"}
-    log = (settings.home / "api.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "api", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-
-
 def _burst(settings: Settings, body_for: Any) -> None:
     tokens = prepare(settings)
-    port = free_port()
-    api = _run_api(settings, port)
-    base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {tokens['alice']}"}
     statuses: Counter[int] = Counter()
     lock = threading.Lock()
@@ -48,19 +31,10 @@ def _burst(settings: Settings, body_for: Any) -> None:
         with lock:
             statuses[status] += 1
 
-    try:
-        with httpx.Client(base_url=base, timeout=60) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-            body = body_for(client, auth)
-            first = client.post("/v1/jobs", headers=auth, json=body).json()["id"]
+    with served(settings, worker=False, LORABOX_MAX_QUEUED_PER_USER="1000") as (client, logs):
+        base = str(client.base_url)
+        body = body_for(client, auth)
+        first = client.post("/v1/jobs", headers=auth, json=body).json()["id"]
 
         done = threading.Event()
 
@@ -101,10 +75,7 @@ def _burst(settings: Settings, body_for: Any) -> None:
         for ids in submitted.values():  # each submitter's jobs queue in the order it sent them
             assert [position[j] for j in ids] == sorted(position[j] for j in ids)
         assert sorted(position.values()) == list(range(2, 2 + SUBMITTERS * PER_SUBMITTER))
-    finally:
-        os.killpg(api.pid, signal.SIGTERM)
-        api.wait(timeout=30)
-    log = (settings.home / "api.log").read_text(errors="replace")
+    log = logs[0].read_text(errors="replace")
     assert "database is locked" not in log and "Traceback" not in log
 
 

@@ -7,12 +7,12 @@ import re
 
 import pytest
 import torch
-from diffusers import StableDiffusionXLPipeline
 from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.factories import tiny_payload
+from tests.trainer.diffusers_load import unet_output_before_and_after
 from tests.trainer.effects import shows_effect
 from tests.trainer.test_lora_file import expected_modules
 from trainer.config import parse_payload
@@ -20,9 +20,7 @@ from trainer.lora.kohya_file import read_metadata
 from trainer.lora.network import apply_lora
 from trainer.lora.regularizers import Dropouts, apply_max_norm, drop_down_output
 from trainer.lora.targets import ConvRank
-from trainer.models.configs import config_dir_for
 from trainer.models.tiny import build_tiny_components
-from trainer.models.tokenizers import build_sdxl_tokenizers
 from trainer.run import TrainingJob, TrainingResult, train
 
 pytestmark = pytest.mark.slow
@@ -92,19 +90,7 @@ def test_locon_metadata_records_the_network_args_as_sd_scripts(locon_run):
 
 def test_diffusers_loads_every_locon_key_with_its_rank_and_alpha(locon_run):
     job, result = locon_run
-    tok1, tok2 = build_sdxl_tokenizers()
-    pipe = StableDiffusionXLPipeline.from_single_file(
-        str(job.base_model), config=str(config_dir_for(job.base_model)), local_files_only=True,
-        tokenizer=tok1, tokenizer_2=tok2,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    sample, t = torch.randn(1, 4, 8, 8), torch.tensor([500])
-    context, pooled = torch.randn(1, 77, 96), torch.randn(1, 64)
-    cond = {"text_embeds": pooled, "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]])}
-    with torch.no_grad():
-        before = pipe.unet(sample, t, context, added_cond_kwargs=cond).sample
-        pipe.load_lora_weights(str(result.lora_path))
-        after = pipe.unet(sample, t, context, added_cond_kwargs=cond).sample
+    pipe, before, after = unet_output_before_and_after(job.base_model, result.lora_path)
     layers = {name: m for name, m in pipe.unet.named_modules() if isinstance(m, LoraLayer)}
     assert len(layers) == len({key.split(".")[0] for key in load_file(str(result.lora_path))})
     conv1 = layers["down_blocks.0.resnets.0.conv1"]

@@ -5,15 +5,13 @@ from __future__ import annotations
 import re
 
 import torch
-from diffusers import StableDiffusionXLPipeline
 from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from tests.trainer.diffusers_load import unet_output_before_and_after
 from tests.trainer.effects import shows_effect
 from trainer.lora.kohya_file import read_metadata
-from trainer.models.configs import config_dir_for
-from trainer.models.tokenizers import build_sdxl_tokenizers
 
 # Kohya's targets, written against the checkpoint's own ldm names: Linear layers
 # of the transformer blocks, and CLIP attention / MLP projections.
@@ -92,19 +90,7 @@ def test_trained_lora_up_weights_are_not_zero(trained_run):
 
 def test_diffusers_loads_every_key_and_the_unet_output_changes(trained_run):
     base = trained_run.job.base_model
-    tok1, tok2 = build_sdxl_tokenizers()
-    pipe = StableDiffusionXLPipeline.from_single_file(
-        str(base), config=str(config_dir_for(base)), local_files_only=True,
-        tokenizer=tok1, tokenizer_2=tok2,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    sample, t = torch.randn(1, 4, 8, 8), torch.tensor([500])
-    context, pooled = torch.randn(1, 77, 96), torch.randn(1, 64)
-    cond = {"text_embeds": pooled, "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]])}
-    with torch.no_grad():
-        before = pipe.unet(sample, t, context, added_cond_kwargs=cond).sample
-        pipe.load_lora_weights(str(trained_run.result.lora_path))
-        after = pipe.unet(sample, t, context, added_cond_kwargs=cond).sample
+    pipe, before, after = unet_output_before_and_after(base, trained_run.result.lora_path)
     loaded = sum(
         isinstance(m, LoraLayer)
         for part in (pipe.unet, pipe.text_encoder, pipe.text_encoder_2)

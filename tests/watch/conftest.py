@@ -14,7 +14,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,22 +23,10 @@ import httpx
 import pytest
 
 from api.settings import Settings
-from tests.worker.conftest import Stack, free_port, prepare, service_env, stop
+from tests.worker.conftest import Stack, prepare, served
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 WEBHOOK_HOSTS = "127.0.0.1"
-
-
-def _spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = service_env(settings) | {"LORABOX_WEBHOOK_ALLOWED_HOSTS": WEBHOOK_HOSTS}
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "api.cli", *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 def write_corrupt_model(models: Path, name: str) -> None:
@@ -91,27 +78,8 @@ def watch_stack(
     settings = Settings(home=home, models_dir=models, progress_interval_s=0.3,
                         flag_poll_interval_s=0.2)  # fmt: skip
     tokens = prepare(settings)
-    port = free_port()
-    logs = [home / "api.log", home / "worker.log"]
-    api = _spawn(["api", "--port", str(port)], settings, logs[0])
-    worker = _spawn(["worker"], settings, logs[1])
-    url = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=url, timeout=60)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, logs[0].read_text()
-            time.sleep(0.3)
-        yield WatchStack(client, settings, tokens, logs, url=url)
-    finally:
-        client.close()
-        stop(worker)
-        stop(api)
+    with served(settings, LORABOX_WEBHOOK_ALLOWED_HOSTS=WEBHOOK_HOSTS) as (client, logs):
+        yield WatchStack(client, settings, tokens, logs, url=str(client.base_url).rstrip("/"))
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ One stack per broker kind per session; tests that only read a finished job share
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -96,15 +97,49 @@ def service_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], settings: Settings, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``lorabox ARGS`` with the settings (and any other LORABOX_* ``env``), output to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "api.cli", *args],
-            env=service_env(settings),
+            env=service_env(settings) | env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own group: teardown stops it and its trainer
         )
+
+
+def wait_healthy(client: httpx.Client, log: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if client.get("/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, log.read_text(errors="replace")
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def served(
+    settings: Settings, *, worker: bool = True, **env: str
+) -> Iterator[tuple[httpx.Client, list[Path]]]:
+    """A `lorabox api` process on a free port (and a `lorabox worker`), healthy; a client on
+    it and the processes' logs. Both are stopped on exit."""
+    port = free_port()
+    logs = [settings.home / "api.log"] + ([settings.home / "worker.log"] if worker else [])
+    processes = [spawn(["api", "--port", str(port)], settings, logs[0], **env)]
+    if worker:
+        processes.append(spawn(["worker"], settings, logs[1], **env))
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    try:
+        wait_healthy(client, logs[0])
+        yield client, logs
+    finally:
+        client.close()
+        for process in reversed(processes):
+            stop(process)
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
@@ -189,26 +224,10 @@ def _production_stack(
                         flag_poll_interval_s=0.2,
                         trainer_start_method="spawn")  # fmt: skip  # as on a GPU box
     tokens = prepare(settings)
-    port = free_port()
-    logs = [home / "api.log", home / "worker.log"]
-    api = spawn(["api", "--port", str(port)], settings, logs[0])
-    worker = spawn(["worker"], settings, logs[1])
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, (home / "api.log").read_text()
-            time.sleep(0.3)
-        yield Stack(client, settings, tokens, logs)
+        with served(settings) as (client, logs):
+            yield Stack(client, settings, tokens, logs)
     finally:
-        client.close()
-        stop(worker)
-        stop(api)
         import redis
 
         redis.Redis.from_url(redis_url).delete(queue)
