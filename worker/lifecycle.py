@@ -15,7 +15,7 @@ from celery import signals
 from worker.reconciler import Reconciler
 from worker.runner import WorkerContext
 from worker.supervisor import shutdown_requested
-from worker.trainer_process import warm_up
+from worker.trainer_process import stop_server, warm_up
 
 
 @cache
@@ -38,3 +38,8 @@ def _start_reconciler(**_: Any) -> None:
 def _hand_back_on_shutdown(**_: Any) -> None:
     shutdown_requested.set()
     reconciler().stop()
+
+
+@signals.worker_shutdown.connect
+def _stop_trainer_server(**_: Any) -> None:
+    stop_server()  # the running job has been handed back by now

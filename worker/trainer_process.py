@@ -15,8 +15,12 @@ and a GPU box keeps spawning. ``LORABOX_TRAINER_START_METHOD`` overrides the cho
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
+import os
+import signal
 from multiprocessing.context import ForkServerContext, SpawnContext
 from typing import Literal
 
@@ -49,3 +53,20 @@ def warm_up(method: StartMethod) -> None:
     if resolve(method) == "forkserver":
         trainer_context(method)
         multiprocessing.forkserver.ensure_running()
+
+
+def stop_server() -> None:
+    """Ends the fork server and multiprocessing's resource tracker with their worker, and reaps
+    them. Left alone each ends by itself once the worker's pipe closes, but the server only after
+    its imports (seconds, when the worker stopped early) and both as orphans nobody may reap:
+    ``lorabox up`` must leave no process behind. Called when no trainer runs."""
+    server = multiprocessing.forkserver._forkserver  # CPython's singletons: no public handles
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    stop_tracker = getattr(multiprocessing.resource_tracker._resource_tracker, "_stop", None)
+    if stop_tracker is not None:
+        with contextlib.suppress(OSError, ChildProcessError):
+            stop_tracker()  # closes its pipe and waits for it
