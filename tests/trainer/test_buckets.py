@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 
 from tests.factories import make_dataset, tiny_payload
 from trainer.config import parse_payload
+from trainer.data.batches import bucket_counts, bucket_images, epoch_batches
 from trainer.data.buckets import (
     ImageSizeError,
     assign_bucket,
@@ -17,6 +19,7 @@ from trainer.data.buckets import (
     crop_top_left,
     predefined_buckets,
 )
+from trainer.data.folders import scan_dataset
 from trainer.errors import InvalidDatasetError
 from trainer.plan import plan_training
 
@@ -163,3 +166,17 @@ def test_an_image_too_small_for_one_bucket_step_is_a_dataset_error_naming_it(tmp
     config = parse_payload(tiny_payload(bucket_reso_steps=64)).config
     with pytest.raises(InvalidDatasetError, match=r"1_small/img000.png: image is 40x40"):
         plan_training(config, data)
+
+
+def test_bucket_counts_equal_the_images_each_epoch_trains_per_bucket(tmp_path):
+    data = make_dataset(
+        tmp_path / "data", {"3_wide": 2, "5_tall": 3, "1_square": 2},
+        sizes=[(128, 64), (64, 128), (64, 64)],
+    )  # fmt: skip
+    config = parse_payload(tiny_payload(max_resolution="128,128", bucket_reso_steps=64)).config
+    images = bucket_images(scan_dataset(data, ".txt").images, config)
+    trained: Counter[tuple[int, int]] = Counter()
+    for batch in epoch_batches(images, batch_size=2, seed=1, epoch=1):
+        trained[batch.bucket] += len(batch.images)
+    assert bucket_counts(images) == dict(sorted(trained.items()))
+    assert sum(bucket_counts(images).values()) == 2 * 3 + 3 * 5 + 2 * 1

@@ -63,8 +63,12 @@ def _bucket_members(images: list[TrainingImage]) -> dict[tuple[int, int], list[i
 
 
 def bucket_counts(images: list[TrainingImage]) -> dict[tuple[int, int], int]:
-    """Images x repeats per bucket."""
-    return {bucket: len(m) for bucket, m in _bucket_members(images).items()}
+    """Images x repeats per bucket: counted, not listed (the API plans every submitted job, and
+    10,000 images at 10,000 repeats would be a list of 10^8 entries)."""
+    counts: dict[tuple[int, int], int] = defaultdict(int)
+    for image in images:
+        counts[image.bucket] += image.record.repeats
+    return dict(sorted(counts.items()))
 
 
 def batches_per_epoch(images: list[TrainingImage], batch_size: int) -> int:
