@@ -7,6 +7,7 @@ queue instead of training on for hours (docs/reliability.md, graceful stop).
 
 from __future__ import annotations
 
+import atexit
 from functools import cache
 from typing import Any
 
@@ -43,3 +44,6 @@ def _hand_back_on_shutdown(**_: Any) -> None:
 @signals.worker_shutdown.connect
 def _stop_trainer_server(**_: Any) -> None:
     stop_server()  # the running job has been handed back by now
+
+
+atexit.register(stop_server)  # a cold shutdown sends no worker_shutdown

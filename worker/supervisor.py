@@ -84,8 +84,15 @@ class Supervisor:
             args=(spec, events, stop_flag, lifeline),
             name=f"trainer-{self.job_id}",
         )
-        child.start()
-        lifeline.close()
+        try:
+            child.start()
+        except (OSError, EOFError) as exc:  # the fork server died: the job goes back
+            log.error("job %s: the trainer process could not start: %s", self.job_id, exc)
+            held.close()
+            detail = f"the trainer process could not start ({type(exc).__name__}: {exc})"
+            return Outcome(None, "worker_lost", detail, release="trainer_died")
+        finally:
+            lifeline.close()
         try:
             outcome = self._supervise(child, events, stop_flag)
         except Fenced as exc:

@@ -77,12 +77,22 @@ def forget_lost_artifacts(session: Session, settings: Settings, job_id: str) -> 
     """Unlists the job's artifacts whose files are gone; returns their names.
 
     A trainer reports a deletion before making it, but the report can die with its worker while
-    the trainer, orphaned for up to a second, still deletes: a new attempt starts by making the
-    listing true again, so it never resumes from (nor lists) a state that no longer exists.
+    the trainer, orphaned for a moment, still deletes: a new attempt starts by making the
+    listing true again, so it does not resume from (nor list) a state that no longer exists.
+    Only a file known to be gone counts: a job folder that isn't there (storage not mounted) or
+    a file that can't be looked at (EACCES, EIO, ESTALE) unlists nothing.
     """
     root = job_dir(settings, job_id)
-    names = session.scalars(sa.select(Artifact.name).where(Artifact.job_id == job_id)).all()
-    lost = [name for name in names if not (root / name).is_file()]
+    if not root.is_dir():
+        return []
+    lost = []
+    for name in session.scalars(sa.select(Artifact.name).where(Artifact.job_id == job_id)):
+        try:
+            (root / name).stat()
+        except FileNotFoundError:
+            lost.append(name)
+        except OSError:
+            continue
     for name in lost:
         unregister_artifact(session, job_id=job_id, name=name)
     return lost

@@ -39,8 +39,11 @@ def test_a_new_attempt_unlists_files_that_are_gone_and_resumes_from_the_newest_s
     ctx = WorkerContext.from_settings(settings)
     assert claim(ctx, job_id) == 1
     folder = settings.jobs_dir / job_id
-    folder.mkdir(parents=True)
+    (folder / "tensorboard").mkdir(parents=True)
+    board = "tensorboard/events.out.tfevents.1"
+    (folder / board).write_bytes(b"events")
     with ctx.db.writing() as session:
+        register_artifact(session, settings, job_id=job_id, name=board, kind="tensorboard")
         for step in (1, 2):
             name = f"last-step{step:08d}-state.safetensors"
             (folder / name).write_bytes(b"state")
@@ -60,7 +63,16 @@ def test_a_new_attempt_unlists_files_that_are_gone_and_resumes_from_the_newest_s
                 JobEvent.job_id == job_id, JobEvent.attempt == 2
             )
         ).all()
-    ctx.db.dispose()
-    assert listed == [first]
+    assert sorted(listed) == [first, board]
     lost = {"path": "last-step00000002-state.safetensors", "lost": True}
     assert ("artifact_removed", lost) in [tuple(row) for row in events]
+
+    # Storage that isn't there (a volume not mounted) is not a loss: attempt 3 unlists nothing.
+    folder.rename(folder.with_name("elsewhere"))
+    with ctx.db.writing() as session:
+        release(session, settings, job_id=job_id, attempt=2, reason="lease_expired", lost=True)
+    assert claim(ctx, job_id) == 3
+    with ctx.db.reading() as session:
+        still = session.scalars(sa.select(Artifact.name).where(Artifact.job_id == job_id)).all()
+    ctx.db.dispose()
+    assert sorted(still) == [first, board]

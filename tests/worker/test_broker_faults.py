@@ -5,6 +5,7 @@ Slow: real workers train the miniature SDXL."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,15 @@ def test_a_message_redelivered_after_the_visibility_timeout_never_starts_a_secon
         busy = f.start_worker(LORABOX_TEST_STEP_SLEEP_S="1")
         dataset = f.stack.dataset(e2e_zip)
         body = {"dataset_id": dataset, "base_model": "tiny-sdxl",
-                "params": e2e_payload(epoch=6, save_every_n_epochs=0)}  # fmt: skip
+                "params": e2e_payload(epoch=10, save_every_n_epochs=0)}  # fmt: skip
         job_id = f.stack.submit(body)["id"]
         f.wait_for_trainer(job_id)
-        idle = f.start_worker()  # it restores the unacked message and receives it again
+        # Kombu restores unacked messages older than the visibility timeout when a consumer
+        # starts (then only every 10 s): the message must be that old first.
+        time.sleep(2.5)
+        # It restores the message and receives it again. Spawning (no fork server to warm up
+        # first), it consumes within seconds, while the job still runs.
+        idle = f.start_worker(LORABOX_TRAINER_START_METHOD="spawn")
         idle_log = f.stack.logs[-1]
         wait_until(
             lambda: f"job {job_id} is no longer queued" in idle_log.read_text(errors="replace"),
