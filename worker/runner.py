@@ -92,11 +92,11 @@ def claim(ctx: WorkerContext, job_id: str) -> int | None:
             {"worker_id": ctx.worker_id, "attempt": attempt},
             attempt=attempt,
         )
-        for name in forget_lost_artifacts(session, ctx.settings, job_id) if attempt > 1 else ():
-            log.warning("job %s: %s was listed but its file is gone; unlisted", job_id, name)
-            record_event(
-                session, job_id, "artifact_removed", {"path": name, "lost": True}, attempt=attempt
-            )
+        if attempt > 1:  # an earlier attempt's orphaned trainer may have pruned files unrecorded
+            for name in forget_lost_artifacts(session, ctx.settings, job_id):
+                log.warning("job %s: %s was listed but its file is gone; unlisted", job_id, name)
+                lost = {"path": name, "lost": True}
+                record_event(session, job_id, "artifact_removed", lost, attempt=attempt)
         return attempt
 
 

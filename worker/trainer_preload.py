@@ -1,22 +1,36 @@
 """Imported once by the trainer fork server (worker.trainer_process), never by the worker: the
 modules every trainer needs, so a forked trainer starts with them in memory.
 
-The server also ignores SIGTERM. A group-wide SIGTERM (``docker stop``, systemd, a terminal)
-must reach the worker's graceful stop, which suspends the trainer and saves its state; had the
-server died instead, the supervisor would read its children as dead (multiprocessing reports
-exit code 255) while the trainer was still saving. The server still ends with the worker: it
-reads EOF on the pipe the worker holds. (SIGINT is ignored by multiprocessing itself.)
+The server ignores SIGTERM and SIGINT. A group-wide SIGTERM (``docker stop``, systemd, a
+terminal's Ctrl-C) must reach the worker's graceful stop, which suspends the trainer and saves
+its state; had the server died instead, the supervisor would read its children as dead
+(multiprocessing reports exit code 255) while the trainer was still saving. The server still
+ends with the worker: it reads EOF on the pipe the worker holds, and the worker stops it.
 """
 
 from __future__ import annotations
 
+import importlib
 import signal
+import sys
+import traceback
 
-import torch.utils.tensorboard  # noqa: F401
-
-import trainer.run  # noqa: F401 - the preload: torch, diffusers, transformers, peft
-import trainer.sampling.generate  # noqa: F401
-import worker.child  # noqa: F401
-import worker.tensorboard  # noqa: F401
-
+# First: the imports take seconds, and multiprocessing ignores SIGINT only after them.
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+# torch, diffusers, transformers, peft, and what a trainer process runs. multiprocessing would
+# swallow an ImportError silently; one is printed (to the worker's log), and the trainers then
+# import what is missing themselves, as spawned ones do.
+for name in (
+    "trainer.run",
+    "trainer.sampling.generate",
+    "worker.child",
+    "worker.tensorboard",
+    "torch.utils.tensorboard",
+):
+    try:
+        importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - a preload only saves time; the trainer reports errors
+        print(f"trainer fork server: could not preload {name}:", file=sys.stderr)
+        traceback.print_exc()
