@@ -40,14 +40,18 @@ def _reachable(url: str) -> bool:
         return False
 
 
-def require_server(url: str, what: str) -> None:
-    """In CI a missing server is a failure, never a skip; elsewhere the test skips."""
-    if _reachable(url):
+def require(available: bool, message: str) -> None:
+    """In CI something missing (a server, a binary, a browser) is a failure, never a skip;
+    elsewhere the test skips."""
+    if available:
         return
-    message = f"{what} is not reachable at {url}"
     if os.environ.get("CI"):
         pytest.fail(message + " (CI is set: these tests must run)")
     pytest.skip(message)
+
+
+def require_server(url: str, what: str) -> None:
+    require(_reachable(url), f"{what} is not reachable at {url}")
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,10 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from trainer.run import TrainingJob
 
 STOP_NONE, STOP_FINISH, STOP_ABORT, STOP_SUSPEND = 0, 1, 2, 3
 _REQUESTS = {STOP_FINISH: "finish", STOP_ABORT: "abort", STOP_SUSPEND: "suspend"}
@@ -83,6 +86,24 @@ def test_step_hook(spec: dict[str, Any]) -> Callable[[int], None] | None:
     return hook
 
 
+def training_job(spec: dict[str, Any]) -> TrainingJob:
+    """The trainer's job from the worker's spec (plain strings across the process boundary)."""
+    from trainer.config import TrainingConfig
+    from trainer.run import TrainingJob
+
+    return TrainingJob(
+        config=TrainingConfig.model_validate(spec["config"]),
+        base_model=Path(spec["base_model"]),
+        data_dir=Path(spec["data_dir"]),
+        output_dir=Path(spec["output_dir"]),
+        base_config=_path(spec, "base_config"),
+        vae=_path(spec, "vae"),
+        reg_data_dir=_path(spec, "reg_data_dir"),
+        network_weights=_path(spec, "network_weights"),
+        resume_state=_path(spec, "resume_state"),
+    )
+
+
 def _path(spec: dict[str, Any], key: str) -> Path | None:
     value = spec.get(key)
     return Path(value) if value else None
@@ -97,10 +118,9 @@ def train_in_child(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     exit_with_worker(lifeline)
     redirect_output(spec["log_path"])
-    from trainer.config import TrainingConfig
     from trainer.errors import TrainerError, TrainingCancelled, TrainingSuspended
     from trainer.hooks import Event, StopRequest
-    from trainer.run import TrainingJob, train
+    from trainer.run import train
     from worker.tensorboard import TensorBoardReporter
 
     board = TensorBoardReporter(Path(spec["output_dir"]))
@@ -114,19 +134,8 @@ def train_in_child(
 
     try:
         step_hook = test_step_hook(spec)
-        job = TrainingJob(
-            config=TrainingConfig.model_validate(spec["config"]),
-            base_model=Path(spec["base_model"]),
-            data_dir=Path(spec["data_dir"]),
-            output_dir=Path(spec["output_dir"]),
-            base_config=_path(spec, "base_config"),
-            vae=_path(spec, "vae"),
-            reg_data_dir=_path(spec, "reg_data_dir"),
-            network_weights=_path(spec, "network_weights"),
-            resume_state=_path(spec, "resume_state"),
-        )
         try:
-            result = train(job, reporter=reporter, stop=stop, step_hook=step_hook)
+            result = train(training_job(spec), reporter=reporter, stop=stop, step_hook=step_hook)
         finally:  # the charts are published whatever the outcome, before it is reported
             board.close(reporter)
     except TrainingCancelled:
@@ -140,16 +149,8 @@ def train_in_child(
         events.put(("error", (error_code(exc), f"{type(exc).__name__}: {exc}")))
         _print_traceback()
     else:
-        events.put(
-            (
-                "result",
-                {
-                    "steps": result.steps,
-                    "epochs": result.epochs,
-                    "stopped_early": result.stopped_early,
-                },
-            )
-        )
+        steps, epochs, early = result.steps, result.epochs, result.stopped_early
+        events.put(("result", {"steps": steps, "epochs": epochs, "stopped_early": early}))
 
 
 def _print_traceback() -> None:

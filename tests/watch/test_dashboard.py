@@ -8,12 +8,13 @@ a failure, never a skip.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import require
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +32,9 @@ def _require_chromium() -> tuple[str, str]:
         import selenium  # noqa: F401
     except ImportError:
         browser = None
-    if browser and driver:
-        return browser, driver
-    message = "headless Chromium needs chromium, chromium-driver and selenium"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI is set: this test must run)")
-    pytest.skip(message)
+    require(bool(browser and driver), "headless Chromium needs chromium, chromium-driver, selenium")
+    assert browser and driver
+    return browser, driver
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from api.settings import Settings
+from tests.conftest import require
 from tests.worker.conftest import Stack, free_port, service_env
 from tests.worker.faults import trainer_starts
 
@@ -200,10 +201,7 @@ def _port_open(port: int) -> bool:
 
 @contextlib.contextmanager
 def private_redis(workdir: Path) -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        import pytest
-
-        pytest.skip("redis-server is not installed")
+    require(shutil.which("redis-server") is not None, "redis-server is not installed")
     server = PrivateRedis(workdir)
     server.start()
     try:
@@ -274,10 +272,8 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
 @contextlib.contextmanager
 def private_postgres() -> Iterator[int]:
     """A throw-away Postgres cluster (initdb/pg_ctl as the postgres user); yields its port."""
-    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
-        import pytest
-
-        pytest.skip("PostgreSQL server binaries are not installed")
+    binaries = shutil.which("initdb") and shutil.which("pg_ctl")
+    require(bool(binaries), "PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     # Outside pytest's tmp_path: its parents are private to root, the server runs as postgres.
     workdir = Path(tempfile.mkdtemp(prefix="lorabox-pg-"))
     data, port = workdir / "pgdata", free_port()
