@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import require
 from tests.worker.faults import NAN_NAME, OOM_NAME
 from tests.worker.procs import Faults, fault_stack
 
@@ -28,8 +29,7 @@ def small_disk(path: Path, size: str) -> Iterator[Path]:
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
     )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    require(mounted.returncode == 0, f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
     try:
         yield path
     finally:
