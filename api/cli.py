@@ -36,24 +36,12 @@ def _user_count(settings: Settings) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from api.serving import serve
 
-    get_settings().ensure_dirs()
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        # asyncio's own loop, not uvloop: status polls run their indexed reads inline, and under
-        # a closed-loop load of 50 clients uvloop left ~1% of them waiting 1-2 s (p99 ~1 s)
-        # where asyncio's loop served every one within ~0.2 s, at the same throughput
-        # (bench/poll_status.py). httptools parses HTTP, with Nagle off (see the module).
-        loop="asyncio",
-        http="api.http_protocol:NoDelayHttpToolsProtocol",
-        log_level="info",
-    )
-    return 0
+    settings = get_settings()
+    settings.ensure_dirs()
+    workers = args.workers if args.workers is not None else settings.api_workers
+    return serve(args.host, args.port, workers)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -154,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (up, api):
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8000)
-    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    api.add_argument(
+        "--workers", type=int, default=None,
+        help="API processes, each on its own listener (default: LORABOX_API_WORKERS, 1)",
+    )  # fmt: skip
     up.set_defaults(func=cmd_up)
     api.set_defaults(func=cmd_api)
     worker = sub.add_parser("worker", help="a GPU worker (one per GPU)")

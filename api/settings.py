@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     # the claim makes that harmless, a long value just avoids the noise.
     broker_visibility_timeout_s: int = 7 * 24 * 3600
 
+    # `lorabox api` processes: about one per core the API may use (status polls are CPU-bound).
+    api_workers: int = Field(default=1, ge=1)
     # Seconds a token stays trusted in an API process after a lookup (revocation delay).
     auth_cache_s: float = 5.0
     max_json_bytes: int = 1 * MiB

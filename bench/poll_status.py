@@ -5,8 +5,9 @@ python -m bench.poll_status [--db sqlite|postgres|both] [--load wrk|python] [--c
 
 ``--load wrk`` (default) drives the API with wrk (a C load generator: ``wrk -t1 -cN -d15s
 --latency``, a random seeded job id per request from a Lua script), so the client costs little
-of the box's CPU; ``--load python`` keeps the asyncio client. Each run prints the load averages
-it started under: the figures mean little on a busy shared box.
+of the box's CPU; ``--load python`` keeps the asyncio client. ``--workers N`` runs
+``lorabox api --workers N`` (N processes, each accepting on its own SO_REUSEPORT listener).
+Each run prints the load averages it started under: the figures mean little on a busy box.
 """
 
 from __future__ import annotations
@@ -206,7 +207,9 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="API processes (lorabox api --workers)"
+    )
     args = parser.parse_args()
     for kind in ("sqlite", "postgres") if args.db == "both" else (args.db,):
         run(kind, args)
