@@ -1,9 +1,10 @@
 """uvicorn's httptools protocol, with TCP_NODELAY on every connection.
 
 asyncio turns Nagle's algorithm off only on sockets whose ``proto`` is IPPROTO_TCP, and the
-listening socket uvicorn binds itself for ``--workers N`` has ``proto`` 0. A response leaves as
-two writes (head, then body), so with Nagle on, every body waited for the client's delayed ACK:
-40 ms on each request (bench/poll_status.py with ``--workers 2``).
+listening sockets ``lorabox api --workers N`` serves on (api/serving.py, or uvicorn's own where
+there is no SO_REUSEPORT) have ``proto`` 0. A response leaves as two writes (head, then body),
+so with Nagle on, every body waited for the client's delayed ACK: 40 ms on each request
+(bench/poll_status.py with ``--workers 2``).
 """
 
 from __future__ import annotations

@@ -1,13 +1,17 @@
-"""`lorabox api --workers N`: connections to the socket uvicorn binds for its workers get
-TCP_NODELAY, or each response body waits for the client's delayed ACK (40 ms)."""
+"""`lorabox api --workers N`: connections to the sockets its workers serve on get TCP_NODELAY,
+or each response body waits for the client's delayed ACK (40 ms)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 import uvicorn
+
+from api.serving import bind_listeners
 
 
 async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -15,13 +19,21 @@ async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-async def _nodelay_of_a_served_connection() -> int:
+def _own_listener(config: uvicorn.Config) -> socket.socket:
+    return bind_listeners("127.0.0.1", 0, 1)[0]
+
+
+def _uvicorns_listener(config: uvicorn.Config) -> socket.socket:
+    return config.bind_socket()
+
+
+async def _nodelay_of_a_served_connection(bind: Callable[[uvicorn.Config], socket.socket]) -> int:
     config = uvicorn.Config(
         _hello, host="127.0.0.1", port=0, loop="asyncio", lifespan="off", log_level="warning",
         http="api.http_protocol:NoDelayHttpToolsProtocol",
     )  # fmt: skip
     server = uvicorn.Server(config)
-    sock = config.bind_socket()  # what each worker process serves on: proto 0, not IPPROTO_TCP
+    sock = bind(config)  # proto 0, not IPPROTO_TCP
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         await asyncio.sleep(0.01)
@@ -37,5 +49,6 @@ async def _nodelay_of_a_served_connection() -> int:
     return nodelay
 
 
-def test_connections_on_the_workers_socket_have_nagle_off() -> None:
-    assert asyncio.run(_nodelay_of_a_served_connection()) == 1
+@pytest.mark.parametrize("bind", [_own_listener, _uvicorns_listener])
+def test_connections_on_the_workers_sockets_have_nagle_off(bind) -> None:
+    assert asyncio.run(_nodelay_of_a_served_connection(bind)) == 1
