@@ -36,16 +36,22 @@ UVICORN_OPTIONS: dict[str, Any] = dict(
     loop="asyncio",
     http="api.http_protocol:NoDelayHttpToolsProtocol",
     log_level="info",
+    # Bounded, so a stop (SIGTERM, a lost supervisor) ends within the compose stop grace even
+    # with an upload in flight; an unfinished upload is swept at the next start.
+    timeout_graceful_shutdown=25,
 )
 BACKLOG = 2048
 STARTUP_FAILURE = 3  # uvicorn's exit status when the app or its lifespan cannot start
 STOP_TIMEOUT_S = 30.0
+# Linux spreads connections over SO_REUSEPORT listeners; macOS and the BSDs accept the option
+# but hand every connection to one of them.
+BALANCES_REUSEPORT = sys.platform.startswith("linux")
 
 
 def serve(host: str, port: int, workers: int) -> int:
     """Serve until SIGINT/SIGTERM; the exit status."""
-    if workers <= 1 or not hasattr(socket, "SO_REUSEPORT"):
-        # One process; or no SO_REUSEPORT to balance with (not Linux/BSD): uvicorn's workers.
+    if workers <= 1 or not BALANCES_REUSEPORT:
+        # One process; or no kernel that balances SO_REUSEPORT listeners: uvicorn's workers.
         uvicorn.run(**UVICORN_OPTIONS, host=host, port=port, workers=workers)
         return 0
     try:
@@ -62,7 +68,8 @@ def bind_listeners(host: str, port: int, count: int) -> list[socket.socket]:
     # SO_REUSEPORT would let us share the port with a server already on it (another lorabox
     # of the same user): a plain bind first fails on any listener there, as uvicorn's does.
     with socket.socket(family) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not TIME_WAIT
+        # Connections a previous run left in TIME_WAIT must not fail the probe.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
         port = probe.getsockname()[1]
     listeners = []
@@ -82,7 +89,10 @@ def run_worker(
     """A worker process: uvicorn on its own listener. Sets ``ready`` once it serves; stops
     gracefully when the supervisor is gone (its end of ``lifeline`` closes, even on SIGKILL)."""
     threading.Thread(target=_stop_on_eof, args=(lifeline,), daemon=True).start()
-    _WorkerServer(uvicorn.Config(**options), ready).run(sockets=[listener])
+    server = _WorkerServer(uvicorn.Config(**options), ready)
+    server.run(sockets=[listener])
+    if not server.started:  # uvicorn before 0.50 returned normally when the app failed to start
+        sys.exit(STARTUP_FAILURE)
 
 
 class _WorkerServer(uvicorn.Server):
@@ -111,16 +121,17 @@ class _Slot:
     ready: EventType
     process: BaseProcess | None = None
     started_at: float = 0.0
+    restart_at: float | None = None  # set while a dead worker waits out its backoff
     backoff_s: float = 0.0
     restarts: int = 0
 
 
 class Supervisor:
     """Starts a worker per listener, restarts one that dies (backing off while it keeps dying
-    young) and stops them all on SIGINT/SIGTERM. If a worker exits with an error before it
-    ever served, at the first start (the app, its settings or its storage can't start), the
-    server stops with exit status 3, as a single uvicorn process would: restarting would fail
-    the same way."""
+    young) and stops them all on SIGINT/SIGTERM; a second signal cuts their graceful stop
+    short. If a worker exits with an error before it ever served, at its first start (the
+    app, its settings or its storage can't start), the server stops with exit status 3, as a
+    single uvicorn process would: restarting would fail the same way."""
 
     def __init__(self, listeners: list[socket.socket], options: dict[str, Any]) -> None:
         self.options = options
@@ -128,19 +139,25 @@ class Supervisor:
         self.slots = [_Slot(listener, self._spawn.Event()) for listener in listeners]
         # Workers hold the read end; ours is the only write end, so they see EOF when we die.
         self._lifeline_read, self._lifeline_write = self._spawn.Pipe(duplex=False)
-        self._stopping = threading.Event()
+        self._signals = 0
 
     def run(self) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: self._stopping.set())
+            signal.signal(signum, self._on_signal)
         for slot in self.slots:
             self._start(slot)
         status = 0
-        while not self._stopping.is_set() and not status:
-            wait([slot.process.sentinel for slot in self.slots if slot.process], timeout=0.5)
-            status = self._replace_exited()
+        while not self._signals and not status:
+            running = [s.process.sentinel for s in self.slots if s.process and not s.restart_at]
+            wait(running, timeout=self._until_next_restart())
+            status = self._tend()
         self._stop_all()
         return status
+
+    def _on_signal(self, _signum: int, _frame: object) -> None:
+        # Only a counter: a handler that took a lock (threading.Event.set) could deadlock on
+        # one the interrupted main thread holds.
+        self._signals += 1
 
     def _start(self, slot: _Slot) -> None:
         slot.ready.clear()
@@ -152,39 +169,48 @@ class Supervisor:
         slot.process.start()
         slot.started_at = time.monotonic()
 
-    def _replace_exited(self) -> int:
+    def _tend(self) -> int:
+        """Schedules the restart of each worker that died and starts those now due."""
+        now = time.monotonic()
         for i, slot in enumerate(self.slots):
             worker = slot.process
-            if worker is None or worker.is_alive() or self._stopping.is_set():
-                continue
-            # Killed by a signal (OOM, an operator) is not the app failing to start.
-            failed_start = not slot.ready.is_set() and (worker.exitcode or 0) > 0
-            if failed_start and slot.restarts == 0:
-                _say(f"API worker {i} exited ({worker.exitcode}) before serving; stopping")
-                return STARTUP_FAILURE
-            lived = time.monotonic() - slot.started_at
-            slot.backoff_s = 0.0 if lived > 60 else min(30.0, max(0.5, 2 * slot.backoff_s))
-            _say(
-                f"API worker {i} (pid {worker.pid}) exited ({worker.exitcode}) after"
-                f" {lived:.0f} s; restarting in {slot.backoff_s:.1f} s"
-            )
-            if self._stopping.wait(slot.backoff_s):
-                return 0
-            slot.restarts += 1
-            self._start(slot)
+            if worker is not None and slot.restart_at is None and not worker.is_alive():
+                # Killed by a signal (OOM, an operator) is not the app failing to start.
+                if not slot.ready.is_set() and (worker.exitcode or 0) > 0 and not slot.restarts:
+                    _say(f"API worker {i} exited ({worker.exitcode}) before serving; stopping")
+                    return STARTUP_FAILURE
+                lived = now - slot.started_at
+                slot.backoff_s = 0.0 if lived > 60 else min(30.0, max(0.5, 2 * slot.backoff_s))
+                slot.restart_at = now + slot.backoff_s
+                _say(
+                    f"API worker {i} (pid {worker.pid}) exited ({worker.exitcode}) after"
+                    f" {lived:.0f} s; restarting in {slot.backoff_s:.1f} s"
+                )
+            if slot.restart_at is not None and now >= slot.restart_at:
+                slot.restart_at = None
+                slot.restarts += 1
+                self._start(slot)
         return 0
+
+    def _until_next_restart(self, most_s: float = 0.5) -> float:
+        due = [s.restart_at - time.monotonic() for s in self.slots if s.restart_at is not None]
+        return max(0.0, min([most_s, *due]))
 
     def _stop_all(self) -> None:
         workers = [slot.process for slot in self.slots if slot.process is not None]
         for worker in workers:
             if worker.is_alive() and worker.pid is not None:
                 os.kill(worker.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
+        signals, deadline = self._signals, time.monotonic() + STOP_TIMEOUT_S
+        while self._signals == signals and time.monotonic() < deadline:
+            alive = [w.sentinel for w in workers if w.is_alive()]
+            if not alive:
+                break
+            wait(alive, timeout=0.2)
         for worker in workers:
-            worker.join(max(0.0, deadline - time.monotonic()))
-            if worker.is_alive():  # stuck in a graceful shutdown: connections are cut
+            if worker.is_alive():  # still in its graceful stop: its connections are cut
                 worker.kill()
-                worker.join()
+            worker.join()
         self._lifeline_write.close()
 
 

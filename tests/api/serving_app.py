@@ -1,11 +1,13 @@
-"""`api.serving.Supervisor` serving an app that answers with its process id, for
-test_serving.py. Prints the port it listens on, then serves until SIGINT/SIGTERM.
+"""`api.serving.Supervisor` serving an app that answers with its process id (dies on
+``/crash``, hangs on ``/hang``), for test_serving.py. Prints the port it listens on, then
+serves until SIGINT/SIGTERM.
 
 python -m tests.api.serving_app WORKERS [APP]
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from typing import Any
@@ -19,6 +21,10 @@ OPTIONS: dict[str, Any] = dict(
 
 
 async def pid_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["path"] == "/crash":
+        os._exit(1)
+    if scope["path"] == "/hang":  # an in-flight request a graceful stop waits for
+        await asyncio.sleep(3600)
     body = str(os.getpid()).encode()
     headers = [(b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -19,7 +19,7 @@ async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def _own_listener(config: uvicorn.Config) -> socket.socket:
+def _own_listener(_config: uvicorn.Config) -> socket.socket:
     return bind_listeners("127.0.0.1", 0, 1)[0]
 
 
@@ -50,5 +50,7 @@ async def _nodelay_of_a_served_connection(bind: Callable[[uvicorn.Config], socke
 
 
 @pytest.mark.parametrize("bind", [_own_listener, _uvicorns_listener])
-def test_connections_on_the_workers_sockets_have_nagle_off(bind) -> None:
+def test_connections_on_the_workers_sockets_have_nagle_off(
+    bind: Callable[[uvicorn.Config], socket.socket],
+) -> None:
     assert asyncio.run(_nodelay_of_a_served_connection(bind)) == 1
