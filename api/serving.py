@@ -128,7 +128,7 @@ class _Slot:
 
 class Supervisor:
     """Starts a worker per listener, restarts one that dies (backing off while it keeps dying
-    young) and stops them all on SIGINT/SIGTERM; a second signal cuts their graceful stop
+    young) and stops them all on SIGINT/SIGTERM; a second Ctrl-C cuts their graceful stop
     short. If a worker exits with an error before it ever served, at its first start (the
     app, its settings or its storage can't start), the server stops with exit status 3, as a
     single uvicorn process would: restarting would fail the same way."""
@@ -139,7 +139,8 @@ class Supervisor:
         self.slots = [_Slot(listener, self._spawn.Event()) for listener in listeners]
         # Workers hold the read end; ours is the only write end, so they see EOF when we die.
         self._lifeline_read, self._lifeline_write = self._spawn.Pipe(duplex=False)
-        self._signals = 0
+        self._stop_requested = False
+        self._force_stop = False
 
     def run(self) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -147,17 +148,20 @@ class Supervisor:
         for slot in self.slots:
             self._start(slot)
         status = 0
-        while not self._signals and not status:
+        while not self._stop_requested and not status:
             running = [s.process.sentinel for s in self.slots if s.process and not s.restart_at]
             wait(running, timeout=self._until_next_restart())
             status = self._tend()
         self._stop_all()
         return status
 
-    def _on_signal(self, _signum: int, _frame: object) -> None:
-        # Only a counter: a handler that took a lock (threading.Event.set) could deadlock on
-        # one the interrupted main thread holds.
-        self._signals += 1
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        # Plain flags only: a handler that took a lock (threading.Event.set) could deadlock on
+        # one the interrupted main thread holds. Like uvicorn, a second Ctrl-C forces the stop
+        # (SIGINT then SIGTERM, as `lorabox up` sends, does not).
+        if self._stop_requested and signum == signal.SIGINT:
+            self._force_stop = True
+        self._stop_requested = True
 
     def _start(self, slot: _Slot) -> None:
         slot.ready.clear()
@@ -201,8 +205,8 @@ class Supervisor:
         for worker in workers:
             if worker.is_alive() and worker.pid is not None:
                 os.kill(worker.pid, signal.SIGTERM)
-        signals, deadline = self._signals, time.monotonic() + STOP_TIMEOUT_S
-        while self._signals == signals and time.monotonic() < deadline:
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while not self._force_stop and time.monotonic() < deadline:
             alive = [w.sentinel for w in workers if w.is_alive()]
             if not alive:
                 break
