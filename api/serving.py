@@ -57,7 +57,7 @@ def serve(host: str, port: int, workers: int) -> int:
     try:
         listeners = bind_listeners(host, port, workers)
     except OSError as exc:
-        print(f"lorabox api: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        _say(f"cannot listen on {host}:{port}: {exc}")
         return STARTUP_FAILURE
     return Supervisor(listeners, UVICORN_OPTIONS).run()
 
@@ -123,7 +123,7 @@ class _Slot:
     started_at: float = 0.0
     restart_at: float | None = None  # set while a dead worker waits out its backoff
     backoff_s: float = 0.0
-    restarts: int = 0
+    restarted: bool = False  # at least once: a later early death is not a failed start
 
 
 class Supervisor:
@@ -149,7 +149,7 @@ class Supervisor:
             self._start(slot)
         status = 0
         while not self._stop_requested and not status:
-            running = [s.process.sentinel for s in self.slots if s.process and not s.restart_at]
+            running = [s.process.sentinel for s in self.slots if s.process and s.restart_at is None]
             wait(running, timeout=self._until_next_restart())
             status = self._tend()
         self._stop_all()
@@ -180,7 +180,7 @@ class Supervisor:
             worker = slot.process
             if worker is not None and slot.restart_at is None and not worker.is_alive():
                 # Killed by a signal (OOM, an operator) is not the app failing to start.
-                if not slot.ready.is_set() and (worker.exitcode or 0) > 0 and not slot.restarts:
+                if not slot.ready.is_set() and (worker.exitcode or 0) > 0 and not slot.restarted:
                     _say(f"API worker {i} exited ({worker.exitcode}) before serving; stopping")
                     return STARTUP_FAILURE
                 lived = now - slot.started_at
@@ -192,13 +192,13 @@ class Supervisor:
                 )
             if slot.restart_at is not None and now >= slot.restart_at:
                 slot.restart_at = None
-                slot.restarts += 1
+                slot.restarted = True
                 self._start(slot)
         return 0
 
-    def _until_next_restart(self, most_s: float = 0.5) -> float:
+    def _until_next_restart(self) -> float:
         due = [s.restart_at - time.monotonic() for s in self.slots if s.restart_at is not None]
-        return max(0.0, min([most_s, *due]))
+        return max(0.0, min([0.5, *due]))
 
     def _stop_all(self) -> None:
         workers = [slot.process for slot in self.slots if slot.process is not None]

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -27,22 +28,33 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def supervisor(
-    workers: int, *app: str, log: Path | None = None
-) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.api.serving_app", str(workers), *app],
-        cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True,
-        stderr=log.open("w") if log else None,
-    )  # fmt: skip
+def running(cmd: list[str], **popen: Any) -> Iterator[subprocess.Popen[str]]:
+    """A process group from the repo root, SIGKILLed on the way out if still there."""
+    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, text=True, **popen)
     try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
-        yield proc, port
+        yield proc
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+@contextmanager
+def supervisor(
+    workers: int, *app: str, log: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    cmd = [sys.executable, "-m", "tests.api.serving_app", str(workers), *app]
+    with running(cmd, stdout=subprocess.PIPE, stderr=log.open("w") if log else None) as proc:
+        assert proc.stdout is not None
+        yield proc, int(proc.stdout.readline())
+
+
+@contextmanager
+def serving(workers: int) -> Iterator[tuple[subprocess.Popen[str], int, set[int]]]:
+    """A supervisor whose workers all serve: it, its port and the workers' pids."""
+    with supervisor(workers) as (proc, port):
+        wait_ready(port, workers)
+        yield proc, port, worker_pids(proc)
 
 
 def eventually(check: Callable[[], bool], timeout_s: float = 20) -> None:
@@ -102,7 +114,7 @@ def alive(pids: set[int]) -> set[int]:
     return running
 
 
-def worker_pids(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> set[int]:
+def worker_pids(proc: subprocess.Popen[str]) -> set[int]:
     pids = set()
     for child in psutil.Process(proc.pid).children():
         with contextlib.suppress(psutil.Error):  # gone, or a zombie not yet reaped
@@ -141,8 +153,7 @@ def test_a_port_another_server_listens_on_is_refused_even_with_reuseport():
 
 
 def test_keep_alive_clients_opened_at_once_spread_over_every_worker():
-    with supervisor(2) as (proc, port):
-        wait_ready(port, 2)
+    with serving(2) as (_proc, port, _workers):
         counts = pids_behind(port, 40)
     assert len(counts) == 2, counts
     # The kernel hashes each connection to a listener: 40 at 50/50 leave fewer than 8 on
@@ -151,9 +162,7 @@ def test_keep_alive_clients_opened_at_once_spread_over_every_worker():
 
 
 def test_a_killed_worker_is_replaced_and_the_others_keep_serving():
-    with supervisor(2) as (proc, port):
-        wait_ready(port, 2)
-        before = worker_pids(proc)
+    with serving(2) as (proc, port, before):
         victim = before.pop()
         os.kill(victim, signal.SIGKILL)
         eventually(lambda: len(worker_pids(proc) - {victim}) == 2)
@@ -163,18 +172,14 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_serving():
 
 
 def test_sigterm_stops_the_server_and_every_worker():
-    with supervisor(2) as (proc, port):
-        wait_ready(port, 2)
-        workers = worker_pids(proc)
+    with serving(2) as (proc, _port, workers):
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(30) == 0
         eventually(lambda: not alive(workers), 10)
 
 
 def test_a_second_ctrl_c_cuts_the_graceful_stop_short():
-    with supervisor(1) as (proc, port):
-        wait_ready(port, 1)
-        workers = worker_pids(proc)
+    with serving(1) as (proc, port, workers):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as hanging:
             hanging.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
             time.sleep(0.5)  # the request is in flight
@@ -188,9 +193,7 @@ def test_a_second_ctrl_c_cuts_the_graceful_stop_short():
 
 
 def test_workers_stop_when_the_supervisor_is_killed():
-    with supervisor(2) as (proc, port):
-        wait_ready(port, 2)
-        workers = worker_pids(proc)
+    with serving(2) as (proc, port, workers):
         os.kill(proc.pid, signal.SIGKILL)  # no chance to stop them: the lifeline closes
         proc.wait()
         eventually(lambda: not alive(workers), 15)
@@ -224,21 +227,13 @@ def test_lorabox_api_with_two_workers_serves_and_stops_on_sigterm(tmp_path):
                         "LORABOX_BROKER_URL": "", "LORABOX_API_WORKERS": "2"}  # fmt: skip
     subprocess.run([sys.executable, "-m", "api.cli", "db", "upgrade"], env=env, check=True,
                    cwd=REPO, capture_output=True)  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "api", "--port", str(port)],
-        env=env, cwd=REPO, start_new_session=True,
-    )  # fmt: skip
-    try:
+    with running([sys.executable, "-m", "api.cli", "api", "--port", str(port)], env=env) as proc:
         eventually(lambda: _healthy(port), 120)
         workers = worker_pids(proc)
         assert len(workers) == 2
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(60) == 0
         eventually(lambda: not alive(workers), 10)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _healthy(port: int) -> bool:
