@@ -25,9 +25,9 @@ test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check api worker trainer client tests bench
-	$(VENV)/bin/ruff format --check api worker trainer client tests bench
-	$(VENV)/bin/mypy api worker trainer client
+	$(VENV)/bin/ruff check api cli client core trainer worker tests bench
+	$(VENV)/bin/ruff format --check api cli client core trainer worker tests bench
+	$(VENV)/bin/mypy api cli client core trainer worker
 	$(VENV)/bin/lint-imports
 
 bench-overhead: $(STAMP)

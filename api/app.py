@@ -8,10 +8,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.catalog.hashing import HashCache
-from api.datasets.staging import sweep_partial_uploads
-from api.db import Database
-from api.jobs.broker import Broker
 from api.limits import JsonBodyLimit
 from api.routes import (
     account,
@@ -25,8 +21,12 @@ from api.routes import (
     watch,
 )
 from api.routes.deps import AppContext, AuthCache
-from api.settings import Settings, get_settings
-from api.watch.webhooks import start_dispatcher, stop_dispatcher
+from core.catalog.hashing import HashCache
+from core.datasets.staging import sweep_partial_uploads
+from core.db import Database
+from core.jobs.broker import Broker
+from core.settings import Settings, get_settings
+from core.watch.webhooks import start_dispatcher, stop_dispatcher
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
-from api.exceptions import (
+from api.schemas.common import ErrorDetailRead
+from core.errors import (
     Conflict,
     DomainError,
     Forbidden,
@@ -23,7 +24,6 @@ from api.exceptions import (
     TooManyQueued,
     Unavailable,
 )
-from api.schemas.common import ErrorDetailRead
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from api.db import Database
-from api.db.migrate import upgrade
-from api.settings import Settings
-from api.users import add_user
+from core.db import Database
+from core.db.migrate import upgrade
+from core.settings import Settings
+from core.users import add_user
 
 PG_URL = os.environ.get(
     "LORABOX_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -72,7 +72,7 @@ def free_port() -> int:
 def start(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "api.cli", *args], env=env(settings), stdout=out,
+            [sys.executable, "-m", "cli.main", *args], env=env(settings), stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 

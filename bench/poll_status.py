@@ -24,10 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from api.db import Database, Job
-from api.db.models import JobStatus, new_id, utcnow
-from api.settings import Settings
 from bench._stack import drop_postgres, fresh_postgres, prepare, start_api, stop
+from core.db import Database, Job
+from core.db.tables import JobStatus, new_id, utcnow
+from core.settings import Settings
 
 PLAN = {"total_steps": 100, "batches_per_epoch": 10, "epochs": 10, "warmup_steps": 0,
         "images_x_repeats": 10, "buckets": [{"resolution": [1024, 1024], "count": 10}],
@@ -40,7 +40,7 @@ def seed_jobs(settings: Settings, count: int) -> list[str]:
     ids = []
     with db.writing() as session:
         owner = session.execute(Job.__table__.select().limit(0))  # noqa: F841 - warm the engine
-        from api.db import User
+        from core.db import User
 
         user_id = session.query(User.id).first()[0]
         rows = []

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from api.settings import Settings
 from bench._stack import REDIS_URL, prepare, start, start_api, stop
+from core.settings import Settings
 
 
 def dataset_zip() -> bytes:

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from api.db import Database, Job, JobEvent, User
-from api.settings import Settings
 from bench._stack import drop_postgres, fresh_postgres, prepare, start_api, stop
+from core.db import Database, Job, JobEvent, User
+from core.settings import Settings
 
 PLAN = {"total_steps": 10_000, "batches_per_epoch": 100, "epochs": 100, "warmup_steps": 0,
         "images_x_repeats": 100, "buckets": [], "warnings": []}  # fmt: skip

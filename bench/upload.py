@@ -22,9 +22,9 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from api.datasets.validate import check_image
-from api.settings import Settings
 from bench._stack import prepare, start_api, stop
+from core.datasets.validate import check_image
+from core.settings import Settings
 
 
 def make_zip(path: Path, size_bytes: int, side: int = 512) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from api.db.models import Base
-from api.db.session import Database
-from api.settings import get_settings
+from core.db.tables import Base
+from core.db.session import Database
+from core.settings import get_settings
 
 config = context.config
 url = config.attributes.get("database_url") or get_settings().database_url

@@ -21,9 +21,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.db import Database
-from api.settings import Settings
-from api.users import add_user
+from core.db import Database
+from core.settings import Settings
+from core.users import add_user
 
 PG_URL = os.environ.get(
     "LORABOX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -6,8 +6,8 @@ import socket
 
 from celery import Celery
 
-from api.jobs.broker import celery_config
-from api.settings import get_settings
+from core.jobs.broker import celery_config
+from core.settings import get_settings
 
 
 def create_celery() -> Celery:

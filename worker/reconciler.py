@@ -2,7 +2,7 @@
 
 Each pass re-queues running jobs whose lease expired (or fails them with `worker_lost` once
 LORABOX_MAX_ATTEMPTS runs were lost) and sends a fresh message for queued jobs nobody claimed
-for LORABOX_REQUEUE_AFTER_S. See api/jobs/recovery.py and docs/reliability.md.
+for LORABOX_REQUEUE_AFTER_S. See core/jobs/recovery.py and docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from api.db import Database
-from api.jobs.broker import Broker
-from api.jobs.recovery import reconcile
-from api.settings import Settings
+from core.db import Database
+from core.jobs.broker import Broker
+from core.jobs.recovery import reconcile
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from api.db import Database, Job, JobMetric
-from api.db.models import JobStatus
-from api.jobs.artifacts import register_artifact, unregister_artifact
-from api.jobs.events import record_event
-from api.settings import Settings
+from core.db import Database, Job, JobMetric
+from core.db.tables import JobStatus
+from core.jobs.artifacts import register_artifact, unregister_artifact
+from core.jobs.events import record_event
+from core.settings import Settings
 from trainer.hooks import (
     ArtifactRemoved,
     ArtifactSaved,

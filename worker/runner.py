@@ -17,14 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
-from api.db import Artifact, Database, Job
-from api.db.models import JobStatus, utcnow
-from api.jobs.artifacts import LOG_NAME, forget_lost_artifacts, register_artifact
-from api.jobs.broker import Broker
-from api.jobs.events import record_event
-from api.jobs.queue import is_paused
-from api.jobs.recovery import release
-from api.settings import Settings, get_settings
+from core.db import Artifact, Database, Job
+from core.db.tables import JobStatus, utcnow
+from core.jobs.artifacts import LOG_NAME, forget_lost_artifacts, register_artifact
+from core.jobs.broker import Broker
+from core.jobs.events import record_event
+from core.jobs.queue import is_paused
+from core.jobs.recovery import release
+from core.settings import Settings, get_settings
 from worker.child import train_in_child
 from worker.relay import Fenced, fenced_update
 from worker.supervisor import Outcome, Supervisor, Target, shutdown_requested

@@ -28,9 +28,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
-from api.db import Database, Job
-from api.db.models import JobStatus, utcnow
-from api.settings import Settings
+from core.db import Database, Job
+from core.db.tables import JobStatus, utcnow
+from core.settings import Settings
 from trainer.hooks import Event
 from trainer.storage import remove_temporaries
 from worker.child import STOP_ABORT, STOP_FINISH, STOP_NONE, STOP_SUSPEND

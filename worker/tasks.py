@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.jobs.broker import RUN_JOB_TASK
+from core.jobs.broker import RUN_JOB_TASK
 from worker.celery_app import app
 from worker.lifecycle import context
 from worker.runner import run_job

@@ -6,10 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.db import User
 from api.routes.deps import SESSION_COOKIE, Ctx, CurrentUser
-from api.users import authenticate
-from api.watch.webhooks import SIGNATURE_HEADER, ensure_secret
+from core.db import User
+from core.users import authenticate
+from core.watch.webhooks import SIGNATURE_HEADER, ensure_secret
 
 router = APIRouter(prefix="/v1", tags=["account"])
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from api.catalog import list_models
-from api.catalog.models import model_sha256
 from api.routes.deps import Ctx, CurrentUser
-from api.schemas.models import ModelList, ModelRead
+from api.schemas.catalog import ModelList, ModelRead
+from core.catalog import list_models
+from core.catalog.discovery import model_sha256
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -5,13 +5,13 @@ import shutil
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.datasets import service
-from api.datasets.multipart import ReceivedForm, receive_form
-from api.datasets.staging import staging_dir
-from api.db import Dataset
-from api.exceptions import TooLarge
 from api.routes.deps import Ctx, CurrentUser
 from api.schemas.datasets import DatasetList, DatasetRead
+from core.datasets import service
+from core.datasets.multipart import ReceivedForm, receive_form
+from core.datasets.staging import staging_dir
+from core.db import Dataset
+from core.errors import TooLarge
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

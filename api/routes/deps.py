@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.catalog.hashing import HashCache
-from api.db import Database, User
-from api.jobs.broker import Broker
-from api.settings import Settings
-from api.users import authenticate, digest
+from core.catalog.hashing import HashCache
+from core.db import Database, User
+from core.jobs.broker import Broker
+from core.settings import Settings
+from core.users import authenticate, digest
 
 
 class AuthCache:

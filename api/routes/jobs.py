@@ -6,12 +6,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse
 
-from api.jobs import artifacts as artifact_service
-from api.jobs import service
-from api.jobs.validation import JobRequest, validate_job
-from api.jobs.views import artifact_read, fetch_job_read, many_jobs, one_job
 from api.routes.deps import Ctx, CurrentUser
 from api.schemas.jobs import ArtifactList, JobCreate, JobList, JobRead, JobStatusName, PlanRead
+from api.views import artifact_read, fetch_job_read, many_jobs, one_job
+from core.jobs import artifacts as artifact_service
+from core.jobs import service
+from core.jobs.validation import JobRequest, validate_job
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.routes.deps import Ctx
-from api.watch.prometheus import make_registry, render
+from core.watch.prometheus import make_registry, render
 
 router = APIRouter(tags=["system"])
 

@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.jobs.service import get_job
 from api.routes.deps import Ctx, CurrentUser
-from api.watch.stream import follow
+from core.jobs.service import get_job
+from core.watch.stream import follow
 
 router = APIRouter(prefix="/v1/jobs", tags=["watch"])
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.jobs import queue
 from api.routes.deps import Ctx, CurrentUser
 from api.schemas.common import HealthRead, QueueRead
+from core.jobs import queue
 
 router = APIRouter(tags=["system"])
 

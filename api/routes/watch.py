@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.jobs.service import get_job
 from api.routes.deps import Ctx, CurrentUser
 from api.schemas.watch import LogChunkRead, MetricSeriesRead
-from api.watch.chart import loss_png
-from api.watch.logs import read_log
-from api.watch.series import downsample, load_points, series_body
+from core.jobs.service import get_job
+from core.watch.chart import loss_png
+from core.watch.logs import read_log
+from core.watch.series import downsample, load_points, series_body
 
 router = APIRouter(prefix="/v1/jobs", tags=["watch"])
 CHART_POINTS = 2000

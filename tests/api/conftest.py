@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from api.db.migrate import upgrade
-from api.settings import Settings
+from core.db.migrate import upgrade
+from core.settings import Settings
 
 
 def write_fake_safetensors(path: Path, keys: list[str]) -> None:

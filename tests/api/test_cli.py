@@ -8,14 +8,14 @@ import sys
 
 import sqlalchemy as sa
 
-from api.db.migrate import downgrade, upgrade
-from api.users import digest
+from core.db.migrate import downgrade, upgrade
+from core.users import digest
 
 
 def _lorabox(home, *args: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"LORABOX_HOME": str(home)}
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -57,7 +57,7 @@ def test_lorabox_up_serves_and_stops_cleanly_on_sigterm(tmp_path):
     env = os.environ | {"LORABOX_HOME": str(tmp_path / "home"),
                         "LORABOX_MODELS_DIR": str(tmp_path / "models")}  # fmt: skip
     up = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "up", "--port", str(port)],
+        [sys.executable, "-m", "cli.main", "up", "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:

@@ -23,9 +23,9 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from api.app import create_app
-from api.db import Database
-from api.settings import Settings
-from api.users import add_user
+from core.db import Database
+from core.settings import Settings
+from core.users import add_user
 from tests.conftest import png_bytes, small_payload, zip_bytes
 
 EXAMPLES = 10

@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, currently_in_test_context, event, example, given, settings
 from hypothesis import strategies as st
 
-from api.datasets.archive import MAX_REPEATS
-from api.datasets.service import create_dataset
-from api.db import Database, Dataset, User
-from api.exceptions import InsufficientStorage, InvalidInput, TooLarge
+from core.datasets.archive import MAX_REPEATS
+from core.datasets.service import create_dataset
+from core.db import Database, Dataset, User
+from core.errors import InsufficientStorage, InvalidInput, TooLarge
 from tests.api.hostile_archives import ESCAPES, PNG, TWISTS, Member, archives, build_zip
 from tests.conftest import png_bytes, zip_bytes
 

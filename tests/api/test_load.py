@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.settings import Settings
+from core.settings import Settings
 from tests.worker.conftest import prepare, served
 
 pytestmark = pytest.mark.slow

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from api.db import Database, Job, User
-from api.db.migrate import upgrade
-from api.db.models import JobStatus
-from api.jobs.queue import _AHEAD, queued_ids_in_order
-from api.jobs.views import _POLL, fetch_job_read, one_job
+from api.views import _POLL, fetch_job_read, one_job
+from core.db import Database, Job, User
+from core.db.migrate import upgrade
+from core.db.tables import JobStatus
+from core.jobs.queue import _AHEAD, queued_ids_in_order
 from tests.conftest import fresh_postgres_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

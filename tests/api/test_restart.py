@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.settings import Settings
+from core.settings import Settings
 from tests.worker.conftest import free_port, prepare, spawn
 
 pytestmark = pytest.mark.slow

@@ -225,9 +225,9 @@ def test_lorabox_api_with_two_workers_serves_and_stops_on_sigterm(tmp_path):
         port = probe.getsockname()[1]
     env = os.environ | {"LORABOX_HOME": str(tmp_path / "home"), "LORABOX_DATABASE_URL": "",
                         "LORABOX_BROKER_URL": "", "LORABOX_API_WORKERS": "2"}  # fmt: skip
-    subprocess.run([sys.executable, "-m", "api.cli", "db", "upgrade"], env=env, check=True,
+    subprocess.run([sys.executable, "-m", "cli.main", "db", "upgrade"], env=env, check=True,
                    cwd=REPO, capture_output=True)  # fmt: skip
-    with running([sys.executable, "-m", "api.cli", "api", "--port", str(port)], env=env) as proc:
+    with running([sys.executable, "-m", "cli.main", "api", "--port", str(port)], env=env) as proc:
         eventually(lambda: _healthy(port), 120)
         workers = worker_pids(proc)
         assert len(workers) == 2

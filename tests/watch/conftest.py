@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.settings import Settings
+from core.settings import Settings
 from tests.worker.conftest import Stack, prepare, served
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -45,7 +45,7 @@ class WatchStack(Stack):
     def cli(self, *args: str, user: str = "alice", timeout_s: float = 300) -> Any:
         env = os.environ | {"LORABOX_URL": self.url, "LORABOX_TOKEN": self.tokens[user]}
         return subprocess.run(
-            [sys.executable, "-m", "api.cli", *args],
+            [sys.executable, "-m", "cli.main", *args],
             env=env,
             capture_output=True,
             text=True,
@@ -55,7 +55,7 @@ class WatchStack(Stack):
     def cli_background(self, *args: str, user: str = "alice") -> subprocess.Popen[str]:
         env = os.environ | {"LORABOX_URL": self.url, "LORABOX_TOKEN": self.tokens[user]}
         return subprocess.Popen(
-            [sys.executable, "-m", "api.cli", *args],
+            [sys.executable, "-m", "cli.main", *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -137,7 +137,7 @@ def fresh_service_with(
 ) -> Iterator[Callable[..., Any]]:
     """``fresh_service_with(**settings)``: an in-process app on a fresh, migrated SQLite file
     (no worker), for fast tests."""
-    from api.db.migrate import upgrade
+    from core.db.migrate import upgrade
 
     running: list[Iterator[Any]] = []
 
@@ -168,7 +168,7 @@ PLAN = {"total_steps": 4, "batches_per_epoch": 2, "epochs": 2, "warmup_steps": 0
 
 def insert_job(settings: Settings, owner: str = "alice", **values: Any) -> str:
     """A job row written directly, as a worker would leave it."""
-    from api.db import Database, Job, User
+    from core.db import Database, Job, User
 
     db = Database(settings.database_url, pool_size=1)
     with db.writing() as session:

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from api.db import Database, Job, JobEvent
-from api.db.migrate import upgrade
-from api.settings import Settings
+from core.db import Database, Job, JobEvent
+from core.db.migrate import upgrade
+from core.settings import Settings
 from tests.watch.sse import parse
 
 LOG = [
@@ -47,7 +47,7 @@ def events_service(request, tmp_path_factory, make_service):
 
 
 def _job(service, owner: str = "alice", entries=LOG, status: str = "running") -> str:
-    from api.db import User
+    from core.db import User
 
     db = Database(service.settings.database_url, pool_size=1)
     with db.writing() as session:

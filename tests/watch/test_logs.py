@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.watch.logs import complete_utf8
+from core.watch.logs import complete_utf8
 
 
 def test_a_chunk_never_ends_inside_a_multibyte_character():

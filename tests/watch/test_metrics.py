@@ -9,8 +9,8 @@ import random
 import pytest
 from PIL import Image
 
-from api.watch.chart import loss_png
-from api.watch.series import Point, downsample
+from core.watch.chart import loss_png
+from core.watch.series import Point, downsample
 
 
 def _series(n: int, seed: int = 0) -> list[Point]:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.db import Database, Dataset, User
-from api.watch.prometheus import duration_histogram, steps_per_second
+from core.db import Database, Dataset, User
+from core.watch.prometheus import duration_histogram, steps_per_second
 from tests.watch.conftest import insert_job
 
 

@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import sqlalchemy as sa
 
-from api.db import Database, Job
-from api.db.migrate import downgrade, upgrade
+from core.db import Database, Job
+from core.db.migrate import downgrade, upgrade
 from tests.watch.conftest import insert_job
 
 FAST = {"webhook_allowed_hosts": "127.0.0.1", "webhook_backoff_s": 0.2,

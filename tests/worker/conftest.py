@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from api.db import Database
-from api.db.migrate import upgrade
-from api.settings import Settings
-from api.users import add_user
+from core.db import Database
+from core.db.migrate import upgrade
+from core.settings import Settings
+from core.users import add_user
 from tests.conftest import fresh_postgres_database
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -101,7 +101,7 @@ def spawn(args: list[str], settings: Settings, log: Path, **env: str) -> subproc
     """``lorabox ARGS`` with the settings (and any other LORABOX_* ``env``), output to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "api.cli", *args],
+            [sys.executable, "-m", "cli.main", *args],
             env=service_env(settings) | env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from api.settings import Settings
+from core.settings import Settings
 from tests.conftest import require
 from tests.worker.conftest import Stack, free_port, service_env
 from tests.worker.faults import trainer_starts
@@ -64,7 +64,7 @@ class Faults:
         full["LORABOX_TEST_MARKER_DIR"] = str(self.markers)
         with log.open("ab") as out:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "worker"],
+                [sys.executable, "-m", "cli.main", "worker"],
                 env=full,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.db import Artifact, JobEvent
-from api.jobs.artifacts import register_artifact
-from api.jobs.recovery import release
-from api.settings import Settings
+from core.db import Artifact, JobEvent
+from core.jobs.artifacts import register_artifact
+from core.jobs.recovery import release
+from core.settings import Settings
 from tests.worker.conftest import prepare
 from worker.runner import WorkerContext, claim, job_spec
 

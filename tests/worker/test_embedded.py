@@ -161,7 +161,7 @@ def test_network_weights_may_name_the_callers_finished_lora(embedded_stack, trai
 
 
 def test_a_redelivered_message_for_a_finished_job_does_nothing(embedded_stack, trained):
-    from api.jobs.broker import Broker
+    from core.jobs.broker import Broker
 
     job, _ = trained
     before = _events(embedded_stack, job["id"])

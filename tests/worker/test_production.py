@@ -32,7 +32,7 @@ def test_upload_submit_train_and_download_on_postgres_and_redis(
 def test_a_running_job_is_cancelled_and_a_duplicate_message_is_ignored(
     production_stack, e2e_zip, e2e_payload
 ):
-    from api.jobs.broker import Broker
+    from core.jobs.broker import Broker
 
     stack = production_stack
     dataset = stack.dataset(e2e_zip)

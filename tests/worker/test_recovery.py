@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from api.db import Database
+from core.db import Database
 from tests.worker.procs import Faults, fault_stack, pid_alive, wait_until
 from worker.relay import Fenced, fenced_update
 

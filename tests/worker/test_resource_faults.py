@@ -45,13 +45,13 @@ def _job(f: Faults, data: bytes, params: dict[str, Any]) -> str:
 def test_a_full_disk_during_upload_or_extraction_is_507_and_leaves_nothing(
     tmp_path: Path, make_service: Any, make_zip: Any
 ) -> None:
-    from api.settings import Settings
+    from core.settings import Settings
 
     with small_disk(tmp_path / "disk", "3m") as disk:
         settings = Settings(home=disk, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
                             broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}",
                             disk_reserve_bytes=0)  # fmt: skip
-        from api.db.migrate import upgrade
+        from core.db.migrate import upgrade
 
         settings.ensure_dirs()
         upgrade(settings.database_url)

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import torch
 
-from api.db import Database
-from api.settings import Settings
+from core.db import Database
+from core.settings import Settings
 from worker import supervisor
 from worker.child import exit_with_worker
 from worker.trainer_process import resolve, trainer_context

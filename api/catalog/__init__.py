@@ -1,5 +1,0 @@
-"""The models directory as a catalog: which base models and VAEs jobs may name."""
-
-from api.catalog.models import ModelInfo, find_model, list_models
-
-__all__ = ["ModelInfo", "find_model", "list_models"]

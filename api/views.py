@@ -1,0 +1,99 @@
+"""Job rows as the API's JSON (shared by the routes and, later, the event stream)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from api.schemas.jobs import ArtifactRead, JobRead, PlanRead, ProgressRead
+from core.db.tables import Artifact, Job, JobStatus, User
+from core.errors import NotFound
+from core.jobs.queue import jobs_ahead, queue_position, queued_ids_in_order
+from core.jobs.service import error_of, owner_names
+
+
+def _progress(job: Any) -> ProgressRead:
+    if job.progress:
+        return ProgressRead.model_validate(job.progress)
+    return ProgressRead(phase="queued" if job.status == JobStatus.QUEUED else None)
+
+
+def job_read(job: Any, *, owner: str, position: int | None) -> JobRead:
+    """``job``: a Job row object, or a Core row with the same columns."""
+    return JobRead(
+        id=job.id,
+        name=job.name,
+        owner=owner,
+        status=job.status,
+        queue_position=position,
+        attempt=job.attempt,
+        cancel_requested=job.cancel_requested,
+        base_model=job.base_model,
+        dataset_id=job.dataset_id,
+        params=job.params,
+        plan=PlanRead.model_validate(job.plan),
+        progress=_progress(job),
+        error=error_of(job),  # type: ignore[arg-type]
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def one_job(session: Session, job: Job) -> JobRead:
+    owners = owner_names(session, {job.owner_id})
+    return job_read(job, owner=owners.get(job.owner_id, "?"), position=queue_position(session, job))
+
+
+_JOBS, _USERS = Job.__table__, User.__table__
+# What `job_read` shows, and the owner for the access check: not the worker's `config` and
+# `resolved` (JSON the poll would parse for nothing) nor the lease and webhook columns.
+_SHOWN = ("id", "owner_id", "name", "status", "attempt", "cancel_requested", "base_model",
+          "dataset_id", "params", "plan", "progress", "error_code", "error_message",
+          "created_at", "started_at", "finished_at")  # fmt: skip
+# One round trip per poll: the job, its owner's name and, when queued, its place. Core tables
+# (no ORM entities) and a bind parameter: built once, it skips the ORM's compile step and the
+# per-request cache key of a fresh ``where()``.
+_POLL = (
+    sa.select(
+        *(_JOBS.c[name] for name in _SHOWN),
+        _USERS.c.name.label("owner_name"),
+        sa.case(
+            (_JOBS.c.status == JobStatus.QUEUED, jobs_ahead(_JOBS.c.created_at, _JOBS.c.id) + 1)
+        ).label("position"),
+    )
+    .join(_USERS, _USERS.c.id == _JOBS.c.owner_id)
+    .where(_JOBS.c.id == sa.bindparam("job_id"))
+)
+
+
+def fetch_job_read(conn: sa.Connection, *, user: User, job_id: str) -> JobRead:
+    """One job for polling: one Core query on a plain connection, no ORM session."""
+    row = conn.execute(_POLL, {"job_id": job_id}).first()
+    if row is None or not (user.is_admin or row.owner_id == user.id):
+        raise NotFound("job not found")
+    return job_read(row, owner=row.owner_name, position=row.position)
+
+
+def many_jobs(session: Session, jobs: Sequence[Job]) -> list[JobRead]:
+    owners = owner_names(session, {j.owner_id for j in jobs})
+    positions: dict[str, int] = {}
+    if any(j.status == JobStatus.QUEUED for j in jobs):
+        positions = {job_id: i + 1 for i, job_id in enumerate(queued_ids_in_order(session))}
+    return [
+        job_read(j, owner=owners.get(j.owner_id, "?"), position=positions.get(j.id)) for j in jobs
+    ]
+
+
+def artifact_read(artifact: Artifact) -> ArtifactRead:
+    return ArtifactRead(
+        name=artifact.name,
+        kind=artifact.kind,  # type: ignore[arg-type]
+        size_bytes=artifact.size_bytes,
+        sha256=artifact.sha256,
+        epoch=artifact.epoch,
+        step=artifact.step,
+    )

@@ -1,0 +1,1 @@
+"""The ``lorabox`` command: wires the API, the worker, the REST client and the core together."""
