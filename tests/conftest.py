@@ -1,4 +1,5 @@
-"""Shared fixtures for the service tests (tests/api, tests/worker): kept small on purpose."""
+"""Shared fixtures for the service tests (tests/api, tests/core, tests/client, tests/cli,
+tests/worker): kept small on purpose."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ PG_URL = os.environ.get(
     "LORABOX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("LORABOX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# One watched job (a real API and worker) shared by the suites that only read it.
+pytest_plugins = ["tests.watched_job"]
 
 
 def _reachable(url: str) -> bool:

@@ -1,4 +1,8 @@
-"""How long a job trains, computed as the Kohya GUI computes it (reference §1.3).
+"""How long a job trains, computed as the Kohya GUI computes it.
+
+The GUI's estimate is kohya_ss ``kohya_gui/lora_gui.py: train_model``; the epoch
+count is sd-scripts' (``train_network.py: NetworkTrainer.train``). The rules are in
+docs/kohya-semantics.md, "Steps, epochs and warmup".
 
 Torch-free: the API answers ``POST /v1/jobs/validate`` with it.
 """
@@ -32,6 +36,7 @@ class TrainingPlan:
     images_x_repeats: int
     buckets: tuple[BucketCount, ...]
     warnings: tuple[Notice, ...]
+    dataset_fingerprint: str = ""  # of the scans it was made from (``DatasetScan.fingerprint``)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -39,6 +44,23 @@ class TrainingPlan:
             {"resolution": list(b.resolution), "count": b.count} for b in self.buckets
         ]
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingPlan:
+        """The plan as ``to_dict`` stored it (the service adds its own warnings: kept)."""
+        return cls(
+            total_steps=data["total_steps"],
+            batches_per_epoch=data["batches_per_epoch"],
+            epochs=data["epochs"],
+            warmup_steps=data["warmup_steps"],
+            images_x_repeats=data["images_x_repeats"],
+            buckets=tuple(
+                BucketCount((b["resolution"][0], b["resolution"][1]), b["count"])
+                for b in data["buckets"]
+            ),
+            warnings=tuple(Notice(w["message"], w.get("field")) for w in data["warnings"]),
+            dataset_fingerprint=data.get("dataset_fingerprint", ""),
+        )
 
 
 def total_steps(
@@ -106,7 +128,32 @@ def plan_from_scan(
         images_x_repeats=scan.images_x_repeats,
         buckets=tuple(BucketCount(bucket, count) for bucket, count in counts.items()),
         warnings=tuple(warnings),
+        dataset_fingerprint=scans_fingerprint(scan, reg_scan),
     )
+
+
+def scans_fingerprint(scan: DatasetScan, reg_scan: DatasetScan | None) -> str:
+    return scan.fingerprint + (f"+{reg_scan.fingerprint}" if reg_scan is not None else "")
+
+
+def reuse_or_plan(
+    stored: TrainingPlan | None,
+    config: TrainingConfig,
+    scan: DatasetScan,
+    reg_scan: DatasetScan | None = None,
+) -> tuple[TrainingPlan, Notice | None]:
+    """The plan made at submit (the one the user was shown) while the dataset is unchanged;
+    otherwise a new plan from this scan, with a notice saying what changed."""
+    if stored is not None and stored.dataset_fingerprint == scans_fingerprint(scan, reg_scan):
+        return stored, None
+    plan = plan_from_scan(config, scan, reg_scan)
+    if stored is None or not stored.dataset_fingerprint:  # no plan, or one stored before them
+        return plan, None
+    notice = Notice(
+        f"the dataset changed after the job was submitted: planned again "
+        f"({plan.total_steps} steps; {stored.total_steps} at submit)"
+    )
+    return plan, notice
 
 
 def plan_training(

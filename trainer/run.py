@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from trainer.data.folders import DatasetScan, scan_dataset
 from trainer.data.latents import LatentCache, cache_latents
 from trainer.errors import OutOfMemoryError, TrainingCancelled, TrainingSuspended
 from trainer.hooks import Notice, PhaseChanged, Reporter, StopSignal, never_stop, null_reporter
+from trainer.job import TrainingJob
 from trainer.loop import StepHook, TrainingResult, run_training
 from trainer.lora.kohya_file import load_lora_into
 from trainer.lora.metadata import RunFacts, run_metadata
@@ -33,7 +33,7 @@ from trainer.models.fp8 import store_base_in_fp8
 from trainer.models.loading import SdxlModel, load_sdxl
 from trainer.optim.optimizers import build_optimizer, describe_optimizer
 from trainer.optim.schedulers import build_scheduler
-from trainer.plan import TrainingPlan, plan_from_scan, text_encoder_stop_step, training_records
+from trainer.plan import TrainingPlan, reuse_or_plan, text_encoder_stop_step, training_records
 from trainer.session import Session
 from trainer.state.training_state import (
     check_same_run,
@@ -45,19 +45,6 @@ from trainer.step import cache_text_outputs
 __all__ = ["TrainingJob", "TrainingResult", "train"]
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class TrainingJob:
-    config: TrainingConfig
-    base_model: Path
-    data_dir: Path
-    output_dir: Path
-    base_config: Path | None = None
-    vae: Path | None = None
-    reg_data_dir: Path | None = None
-    network_weights: Path | None = None
-    resume_state: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -233,7 +220,7 @@ def build_session(
         latents=cache.latents if cache else None, optimizer=optimizer, scheduler=scheduler,
         snr=all_snr(alphas),
         device=device, autocast_dtype=_DTYPES.get(precision),
-        scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
+        scaler=torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
         seed=seed, output_dir=job.output_dir, metadata=run_metadata(config, facts),
         caption_rng=random.Random(seed), latent_generator=latent_generator, group_names=names,
         augment_rng=augment_rng(seed), flipped_latents=cache.flipped if cache else None,
@@ -271,7 +258,9 @@ def train(
     reg_scan = None
     if job.reg_data_dir is not None:
         reg_scan = scan_dataset(job.reg_data_dir, config.caption_extension, is_reg=True)
-    plan = plan_from_scan(config, scan, reg_scan)
+    plan, replanned = reuse_or_plan(job.plan, config, scan, reg_scan)
+    if replanned is not None:
+        reporter(replanned)
     setup.check()
     if resume is not None:
         seed = resume.seed  # a random seed (seed 0) was drawn once, by the first attempt

@@ -1,8 +1,9 @@
 """Runs in the trainer's own process (a new one per job): train, report, obey stop flags.
 
-Everything crosses the process boundary as picklable values: the job spec (a dict of
-strings), the trainer's event dataclasses, one shared integer for stop requests, and the
-read end of a pipe that tells the trainer its worker died.
+Everything crosses the process boundary as picklable values: the launch (the trainer's
+torch-free ``TrainingJob``, built once by the worker, plus where the log goes), the trainer's
+event dataclasses, one shared integer for stop requests, and the read end of a pipe that tells
+the trainer its worker died.
 """
 
 from __future__ import annotations
@@ -17,29 +18,38 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from trainer.run import TrainingJob
+from trainer.job import TrainingJob
 
 STOP_NONE, STOP_FINISH, STOP_ABORT, STOP_SUSPEND = 0, 1, 2, 3
 _REQUESTS = {STOP_FINISH: "finish", STOP_ABORT: "abort", STOP_SUSPEND: "suspend"}
-# Test-only fault injection: "module:factory". The factory is called with the job spec when the
+# Test-only fault injection: "module:factory". The factory is called with the launch when the
 # trainer process starts and returns a step hook (or None); tests use it to raise CUDA OOM at a
 # step or to count trainer starts. Never set in production.
 TEST_STEP_HOOK_ENV = "LORABOX_TEST_STEP_HOOK"
+
+
+@dataclass(frozen=True)
+class TrainerLaunch:
+    """What the worker hands its trainer process: the job as is, and where the log goes."""
+
+    job_id: str
+    job: TrainingJob
+    log_path: Path
 
 
 class EventQueue(Protocol):
     def put(self, obj: Any) -> None: ...
 
 
-def redirect_output(log_path: str) -> None:
+def redirect_output(log_path: Path) -> None:
     """Points fds 1 and 2 at the job's log, so C-level output (CUDA, tqdm) lands there too."""
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -76,54 +86,31 @@ def error_code(exc: BaseException) -> str:
     return "trainer_error"
 
 
-def test_step_hook(spec: dict[str, Any]) -> Callable[[int], None] | None:
+def test_step_hook(launch: TrainerLaunch) -> Callable[[int], None] | None:
     target = os.environ.get(TEST_STEP_HOOK_ENV)
     if not target:
         return None
     module, _, name = target.partition(":")
     factory = getattr(importlib.import_module(module), name)
-    hook: Callable[[int], None] | None = factory(spec)
+    hook: Callable[[int], None] | None = factory(launch)
     return hook
 
 
-def training_job(spec: dict[str, Any]) -> TrainingJob:
-    """The trainer's job from the worker's spec (plain strings across the process boundary)."""
-    from trainer.config import TrainingConfig
-    from trainer.run import TrainingJob
-
-    return TrainingJob(
-        config=TrainingConfig.model_validate(spec["config"]),
-        base_model=Path(spec["base_model"]),
-        data_dir=Path(spec["data_dir"]),
-        output_dir=Path(spec["output_dir"]),
-        base_config=_path(spec, "base_config"),
-        vae=_path(spec, "vae"),
-        reg_data_dir=_path(spec, "reg_data_dir"),
-        network_weights=_path(spec, "network_weights"),
-        resume_state=_path(spec, "resume_state"),
-    )
-
-
-def _path(spec: dict[str, Any], key: str) -> Path | None:
-    value = spec.get(key)
-    return Path(value) if value else None
-
-
 def train_in_child(
-    spec: dict[str, Any], events: EventQueue, stop_flag: Synchronized[int], lifeline: Connection
+    launch: TrainerLaunch, events: EventQueue, stop_flag: Synchronized[int], lifeline: Connection
 ) -> None:
     # The supervisor decides how a shutdown ends the run (a terminal's Ctrl-C or a group-wide
     # SIGTERM reaches this process too): it sets the stop flag, so the trainer stops cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     exit_with_worker(lifeline)
-    redirect_output(spec["log_path"])
+    redirect_output(launch.log_path)
     from trainer.errors import TrainerError, TrainingCancelled, TrainingSuspended
     from trainer.hooks import Event, StopRequest
     from trainer.run import train
     from worker.tensorboard import TensorBoardReporter
 
-    board = TensorBoardReporter(Path(spec["output_dir"]))
+    board = TensorBoardReporter(launch.job.output_dir)
 
     def reporter(event: Event) -> None:
         board(event)
@@ -133,9 +120,9 @@ def train_in_child(
         return _REQUESTS.get(stop_flag.value)  # type: ignore[return-value]
 
     try:
-        step_hook = test_step_hook(spec)
+        step_hook = test_step_hook(launch)
         try:
-            result = train(training_job(spec), reporter=reporter, stop=stop, step_hook=step_hook)
+            result = train(launch.job, reporter=reporter, stop=stop, step_hook=step_hook)
         finally:  # the charts are published whatever the outcome, before it is reported
             board.close(reporter)
     except TrainingCancelled:

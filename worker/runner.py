@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +26,10 @@ from core.jobs.events import record_event
 from core.jobs.queue import is_paused
 from core.jobs.recovery import release
 from core.settings import Settings, get_settings
-from worker.child import train_in_child
+from trainer.config import TrainingConfig
+from trainer.job import TrainingJob
+from trainer.plan import TrainingPlan
+from worker.child import TrainerLaunch, train_in_child
 from worker.relay import Fenced, fenced_update
 from worker.supervisor import Outcome, Supervisor, Target, shutdown_requested
 
@@ -100,8 +104,8 @@ def claim(ctx: WorkerContext, job_id: str) -> int | None:
         return attempt
 
 
-def job_spec(ctx: WorkerContext, job_id: str) -> dict[str, Any]:
-    """Everything the child needs, as plain strings (it is pickled to the trainer process)."""
+def trainer_launch(ctx: WorkerContext, job_id: str) -> TrainerLaunch:
+    """The trainer's job from the row, typed once here and pickled to the trainer as is."""
     s = ctx.settings
     with ctx.db.reading() as session:
         job = session.get(Job, job_id)
@@ -109,31 +113,26 @@ def job_spec(ctx: WorkerContext, job_id: str) -> dict[str, Any]:
         resolved = dict(job.resolved)
         out = s.jobs_dir / job.id
 
-        def model(key: str) -> str | None:
-            return str(s.models_dir / resolved[key]) if resolved.get(key) else None
+        def model(key: str) -> Path | None:
+            return s.models_dir / resolved[key] if resolved.get(key) else None
 
-        return {
-            "job_id": job.id,
-            "config": job.config,
-            "base_model": model("base_model"),
-            "base_config": model("base_config"),
-            "vae": model("vae"),
-            "network_weights": (
-                str(s.jobs_dir / resolved["network_weights"])
-                if resolved.get("network_weights")
-                else None
-            ),
-            "data_dir": str(s.datasets_dir / job.dataset_id),
-            "reg_data_dir": str(s.datasets_dir / job.reg_dataset_id)
-            if job.reg_dataset_id
-            else None,
-            "output_dir": str(out),
-            "log_path": str(out / LOG_NAME),
-            "resume_state": _latest_state(session, s, job.id),
-        }
+        weights = resolved.get("network_weights")
+        training = TrainingJob(
+            config=TrainingConfig.model_validate(job.config),
+            base_model=s.models_dir / resolved["base_model"],
+            base_config=model("base_config"),
+            vae=model("vae"),
+            network_weights=s.jobs_dir / weights if weights else None,
+            data_dir=s.datasets_dir / job.dataset_id,
+            reg_data_dir=s.datasets_dir / job.reg_dataset_id if job.reg_dataset_id else None,
+            output_dir=out,
+            resume_state=_latest_state(session, s, job.id),
+            plan=TrainingPlan.from_dict(job.plan),
+        )
+        return TrainerLaunch(job_id=job.id, job=training, log_path=out / LOG_NAME)
 
 
-def _latest_state(session: Any, settings: Settings, job_id: str) -> str | None:
+def _latest_state(session: Any, settings: Settings, job_id: str) -> Path | None:
     """The newest training state an earlier attempt saved, for the trainer to resume from."""
     name = session.scalar(
         sa.select(Artifact.name)
@@ -141,7 +140,7 @@ def _latest_state(session: Any, settings: Settings, job_id: str) -> str | None:
         .order_by(Artifact.step.desc().nulls_last(), Artifact.id.desc())
         .limit(1)
     )
-    return str(settings.jobs_dir / job_id / name) if name else None
+    return settings.jobs_dir / job_id / name if name else None
 
 
 def finish(ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome) -> None:
@@ -211,7 +210,7 @@ def run_job(ctx: WorkerContext, job_id: str, *, target: Target = train_in_child)
         return None
     log.info("job %s attempt %s started", job_id, attempt)
     supervisor = Supervisor(ctx.db, ctx.settings, job_id, attempt)
-    outcome = supervisor.run(job_spec(ctx, job_id), target)
+    outcome = supervisor.run(trainer_launch(ctx, job_id), target)
     finish(ctx, job_id, attempt, outcome)
     log.info(
         "job %s attempt %s ended: %s %s",

@@ -22,7 +22,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,7 +32,7 @@ from core.db.tables import JobStatus, utcnow
 from core.settings import Settings
 from trainer.hooks import Event
 from trainer.storage import remove_temporaries
-from worker.child import STOP_ABORT, STOP_FINISH, STOP_NONE, STOP_SUSPEND
+from worker.child import STOP_ABORT, STOP_FINISH, STOP_NONE, STOP_SUSPEND, TrainerLaunch
 from worker.relay import EventRelay, Fenced, fenced_update
 from worker.trainer_process import trainer_context
 
@@ -74,14 +73,14 @@ class Supervisor:
         self._cancel_seen: float | None = None  # when the trainer was first told to abort
         self._killed = False  # ... and was killed for not stopping within cancel_grace_s
 
-    def run(self, spec: dict[str, Any], target: Target) -> Outcome:
+    def run(self, launch: TrainerLaunch, target: Target) -> Outcome:
         mp = trainer_context(self.settings.trainer_start_method)
         events = mp.Queue()
         stop_flag = mp.Value("i", STOP_NONE)
         lifeline, held = mp.Pipe(duplex=False)  # the trainer reads EOF once this process is gone
         child = mp.Process(
             target=target,
-            args=(spec, events, stop_flag, lifeline),
+            args=(launch, events, stop_flag, lifeline),
             name=f"trainer-{self.job_id}",
         )
         try:
@@ -109,7 +108,7 @@ class Supervisor:
                 child.kill()
                 child.join()
             held.close()
-            _remove_partial_files(spec, child.pid)
+            _remove_partial_files(launch, child.pid)
         if outcome is None:
             detail = f"the trainer process died (exit code {child.exitcode})"
             outcome = Outcome(None, "worker_lost", detail, release="trainer_died")
@@ -227,20 +226,21 @@ class Supervisor:
         return STOP_FINISH if row.stop_requested else STOP_NONE
 
 
-def _remove_partial_files(spec: dict[str, Any], pid: int | None) -> None:
+def _remove_partial_files(launch: TrainerLaunch, pid: int | None) -> None:
     """A trainer killed while writing leaves its temporary file: in the job's folder, or beside
     the images (a disk latent cache). Only this process's (the pid is in the name): a newer
     attempt of the job may be writing in the same folder."""
     if pid is None:
         return
-    for key in ("output_dir", "data_dir", "reg_data_dir"):
-        if not spec.get(key):
+    job = launch.job
+    for folder in (job.output_dir, job.data_dir, job.reg_data_dir):
+        if folder is None:
             continue
         try:
-            for path in remove_temporaries(Path(spec[key]), pid):
-                log.warning("job %s: removed the partial file %s", spec["job_id"], path)
+            for path in remove_temporaries(folder, pid):
+                log.warning("job %s: removed the partial file %s", launch.job_id, path)
         except OSError:  # never worth losing the run's outcome over
-            log.warning("job %s: could not sweep %s", spec["job_id"], spec[key], exc_info=True)
+            log.warning("job %s: could not sweep %s", launch.job_id, folder, exc_info=True)
 
 
 def _next_message(events: Any, child: Any) -> tuple[str, Any] | None:

@@ -11,14 +11,10 @@ from api.schemas.jobs import ArtifactList, JobCreate, JobList, JobRead, JobStatu
 from api.views import artifact_read, fetch_job_read, many_jobs, one_job
 from core.jobs import artifacts as artifact_service
 from core.jobs import service
-from core.jobs.validation import JobRequest, validate_job
+from core.jobs.validation import validate_job
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-
-def _request(body: JobCreate) -> JobRequest:
-    return JobRequest(**body.model_dump())
 
 
 @router.post("", status_code=202, response_model=JobRead, responses={200: {"model": JobRead}})
@@ -35,7 +31,7 @@ def submit_job(
             session,
             ctx.settings,
             user=user,
-            request=_request(body),
+            request=body,
             idempotency_key=idempotency_key,
         )
         job_id = job.id
@@ -56,7 +52,7 @@ def submit_job(
 def validate(body: JobCreate, ctx: Ctx, user: CurrentUser) -> PlanRead:
     """Check a submission and show its plan (steps, epochs, buckets) without queueing it."""
     with ctx.db.reading() as session:
-        valid = validate_job(session, ctx.settings, user=user, request=_request(body))
+        valid = validate_job(session, ctx.settings, user=user, request=body)
     return PlanRead.model_validate(valid.plan)
 
 

@@ -3,26 +3,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+# The request body is the core's own submission model: the service takes it as it comes.
+from core.jobs.submission import JobCreate as JobCreate
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-
-
-class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    dataset_id: str = Field(max_length=64)
-    base_model: str = Field(max_length=200)
-    params: dict[str, Any] = Field(description="The Kohya_SS GUI JSON payload, as is")
-    reg_dataset_id: str | None = Field(default=None, max_length=64)
-    name: str | None = Field(default=None, max_length=200)
-    notify_url: str | None = Field(
-        default=None,
-        max_length=2000,
-        description="POSTed a signed JSON body when the job ends (X-Lorabox-Signature: "
-        "sha256=<HMAC-SHA256 of the raw body keyed by your secret from GET /v1/me>); only "
-        "hosts on the server's LORABOX_WEBHOOK_ALLOWED_HOSTS",
-    )
 
 
 class BucketRead(BaseModel):

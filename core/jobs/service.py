@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -26,18 +24,11 @@ from core.errors import (
 )
 from core.jobs.disk import estimate_job_bytes, free_bytes
 from core.jobs.events import record_event
-from core.jobs.validation import JobRequest, ValidatedJob, validate_job
+from core.jobs.submission import JobCreate
+from core.jobs.validation import ValidatedJob, validate_job
 from core.settings import Settings
 
 MAX_PAGE = 200
-
-
-def request_hash(request: JobRequest) -> str:
-    fields = asdict(request)
-    if fields["notify_url"] is None:  # hashes of requests from before webhooks stay the same
-        del fields["notify_url"]
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _check_caps(session: Session, settings: Settings, user: User, valid: ValidatedJob) -> None:
@@ -70,11 +61,11 @@ def submit_job(
     settings: Settings,
     *,
     user: User,
-    request: JobRequest,
+    request: JobCreate,
     idempotency_key: str | None = None,
 ) -> tuple[Job, bool]:
     """Validates and inserts a queued job; returns (job, created). Caller commits, then enqueues."""
-    digest = request_hash(request)
+    digest = request.digest()
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= 200:
             raise InvalidInput([Problem(("header", "idempotency-key"), "1 to 200 characters")])

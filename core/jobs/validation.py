@@ -17,6 +17,7 @@ from core.catalog import ModelInfo, find_model
 from core.datasets.service import dataset_path, get_dataset
 from core.db.tables import Artifact, Dataset, Job, User
 from core.errors import InvalidInput, NotFound, Problem
+from core.jobs.submission import JobCreate
 from core.settings import Settings
 from core.watch.allowlist import notify_url_problem
 from trainer.config import PayloadError, TrainingConfig, parse_payload
@@ -33,16 +34,6 @@ MUST_BE_EMPTY = {
 }
 SECRET_KEYS = ("wandb_api_key", "huggingface_token")
 WEIGHTS_REF = re.compile(r"^job:(?P<job>[0-9a-f]{32})/(?P<name>[^\x00]+)$")
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    dataset_id: str
-    base_model: str
-    params: dict[str, Any]
-    reg_dataset_id: str | None = None
-    name: str | None = None
-    notify_url: str | None = None
 
 
 @dataclass
@@ -148,7 +139,7 @@ def _trainer_payload(params: dict[str, Any], base_model: str) -> dict[str, Any]:
 
 
 def validate_job(
-    session: Session, settings: Settings, *, user: User, request: JobRequest
+    session: Session, settings: Settings, *, user: User, request: JobCreate
 ) -> ValidatedJob:
     check = _Checker(session, settings, user)
     dataset = check.dataset(request.dataset_id, "dataset_id")

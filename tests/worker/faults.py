@@ -23,6 +23,10 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.child import TrainerLaunch
 from typing import Any
 
 OOM_NAME = "raise-oom"
@@ -30,19 +34,19 @@ NAN_NAME = "poison-nan"  # the LoRA weights turn NaN before step 3: the trainer 
 SLOW_LOAD, SLOW_CACHE, SLOW_SAVE = "slow-load", "slow-cache", "slow-save"
 
 
-def hook(spec: dict[str, Any]) -> Callable[[int], None]:
+def hook(launch: TrainerLaunch) -> Callable[[int], None]:
     marker_dir = os.environ.get("LORABOX_TEST_MARKER_DIR")
     if marker_dir:
-        Path(marker_dir, f"{spec['job_id']}.{os.getpid()}").touch()
+        Path(marker_dir, f"{launch.job_id}.{os.getpid()}").touch()
     sleep_s = float(os.environ.get("LORABOX_TEST_STEP_SLEEP_S", "0"))
-    oom = spec["config"].get("output_name") == OOM_NAME
-    nan = spec["config"].get("output_name") == NAN_NAME
+    name = launch.job.config.output_name
+    oom, nan = name == OOM_NAME, name == NAN_NAME
     fill_at = int(os.environ.get("LORABOX_TEST_FILL_DISK_AT_STEP", "0"))
-    slow_phase(spec["config"].get("output_name"))
+    slow_phase(name)
 
     def step_hook(step: int) -> None:
         if step == fill_at:
-            fill_disk(Path(spec["output_dir"]).parent.parent / "filler")
+            fill_disk(launch.job.output_dir.parent.parent / "filler")
         if nan and step == 3:
             poison_trainable_weights()
         if oom and step == 2:

@@ -15,7 +15,7 @@ from core.jobs.artifacts import register_artifact
 from core.jobs.recovery import release
 from core.settings import Settings
 from tests.worker.conftest import prepare
-from worker.runner import WorkerContext, claim, job_spec
+from worker.runner import WorkerContext, claim, trainer_launch
 
 
 def _queued_job(settings: Settings, zip_bytes: bytes, params: dict[str, Any]) -> str:
@@ -55,7 +55,7 @@ def test_a_new_attempt_unlists_files_that_are_gone_and_resumes_from_the_newest_s
 
     assert claim(ctx, job_id) == 2
     first = "last-step00000001-state.safetensors"
-    assert job_spec(ctx, job_id)["resume_state"] == str(folder / first)
+    assert trainer_launch(ctx, job_id).job.resume_state == folder / first
     with ctx.db.reading() as session:
         listed = session.scalars(sa.select(Artifact.name).where(Artifact.job_id == job_id)).all()
         events = session.execute(

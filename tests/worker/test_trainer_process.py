@@ -16,8 +16,11 @@ import torch
 
 from core.db import Database
 from core.settings import Settings
+from tests.conftest import small_payload
+from trainer.config import parse_payload
+from trainer.job import TrainingJob
 from worker import supervisor
-from worker.child import exit_with_worker
+from worker.child import TrainerLaunch, exit_with_worker
 from worker.trainer_process import resolve, trainer_context
 
 PRELOADED = ("torch", "diffusers", "transformers", "peft", "trainer.run", "worker.child")
@@ -104,10 +107,16 @@ def test_a_trainer_that_cannot_start_hands_the_job_back(
     settings = Settings(home=tmp_path)
     db = Database(settings.database_url)
     outcome = supervisor.Supervisor(db, settings, "job1", 1).run(
-        {"job_id": "job1", "output_dir": str(tmp_path / "out")}, target=_report_modules
+        _launch(tmp_path), target=_report_modules
     )
     db.dispose()
     assert (outcome.status, outcome.error_code, outcome.release) == (
         None, "worker_lost", "trainer_died",
     )  # fmt: skip
     assert "could not start" in (outcome.message or "")
+
+
+def _launch(tmp_path: Path) -> TrainerLaunch:
+    config = parse_payload(small_payload()).config
+    job = TrainingJob(config, tmp_path / "model", tmp_path / "data", tmp_path / "out")
+    return TrainerLaunch("job1", job, tmp_path / "out" / "train.log")

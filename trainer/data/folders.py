@@ -1,12 +1,12 @@
 """Kohya's dataset folder convention: ``<repeats>_<name>/`` holding images and captions.
 
 Torch-free, so the API can validate uploads and plan jobs with it.
-(sd-scripts ``config_util.generate_dreambooth_subsets_config_by_subdirs``,
-reference §4.1.)
+(sd-scripts ``library/config_util.py: generate_dreambooth_subsets_config_by_subdirs``.)
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +39,9 @@ class DatasetScan:
     images: tuple[ImageRecord, ...]
     folders: tuple[FolderSummary, ...]
     warnings: tuple[str, ...]
+    # SHA-256 over each image and caption file the scan read (relative name, size, mtime):
+    # the same fingerprint means the same scan, so a plan made from it still holds.
+    fingerprint: str = ""
 
     @property
     def images_x_repeats(self) -> int:
@@ -90,6 +93,7 @@ def scan_dataset(root: Path, caption_extension: str, is_reg: bool = False) -> Da
     records: list[ImageRecord] = []
     folders: list[FolderSummary] = []
     warnings: list[str] = []
+    digest = hashlib.sha256()
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         parsed = parse_folder_name(folder.name)
         if parsed is None:
@@ -108,6 +112,8 @@ def scan_dataset(root: Path, caption_extension: str, is_reg: bool = False) -> Da
             caption, warning = read_caption(image, caption_extension, class_tokens)
             if warning:
                 warnings.append(warning)
+            for path in (image, image.with_suffix(caption_extension)):
+                _fingerprint(digest, root, path)
             records.append(
                 ImageRecord(image, caption, image_size(image), folder.name, repeats, is_reg)
             )
@@ -117,7 +123,16 @@ def scan_dataset(root: Path, caption_extension: str, is_reg: bool = False) -> Da
             "no images found: put images (png, jpg, jpeg, webp, bmp) in folders named "
             "'<repeats>_<name>', e.g. '10_mycharacter/'"
         )
-    return DatasetScan(tuple(records), tuple(folders), tuple(warnings))
+    return DatasetScan(tuple(records), tuple(folders), tuple(warnings), digest.hexdigest())
+
+
+def _fingerprint(digest: hashlib._Hash, root: Path, path: Path) -> None:
+    try:
+        stat = path.stat()
+        size, mtime = stat.st_size, stat.st_mtime_ns
+    except FileNotFoundError:  # an image without its caption file
+        size = mtime = -1
+    digest.update(f"{path.relative_to(root)}\0{size}\0{mtime}\n".encode())
 
 
 def balance_regularization(
@@ -125,7 +140,7 @@ def balance_regularization(
 ) -> tuple[ImageRecord, ...]:
     """Regularization images registered until they match the training images.
 
-    sd-scripts (``DreamBoothDataset.__init__``, reference §4.1): a first pass
+    sd-scripts (``library/train_util.py: DreamBoothDataset.__init__``): a first pass
     registers each reg image with its folder's repeats until the repeat-weighted
     count reaches ``images_x_repeats``; later passes add one repeat to each
     registered image in turn. Images the first pass never reached are unused.

@@ -1,9 +1,10 @@
-"""Fixtures for watching jobs: a real API process and a real worker on embedded defaults.
+"""The watched-job stack: a real API process and a real worker on embedded defaults, and one
+finished job that every test that only reads it shares. Its fixtures are registered for the
+whole suite by tests/conftest.py.
 
 The API runs as its own process (not a TestClient) because the CLI, the SSE stream, the
 memory bench and the browser all need a real socket. Webhooks are allowed to 127.0.0.1 so
-the webhook tests can run a receiver locally. One finished job is shared by every test that
-only reads it.
+the webhook tests can run a receiver locally.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from core.db import Database, Dataset, User
 from core.watch.prometheus import duration_histogram, steps_per_second
-from tests.watch.conftest import insert_job
+from tests.watched_job import insert_job
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -11,7 +11,7 @@ import pytest
 from core.db import Database, Job, JobEvent
 from core.db.migrate import upgrade
 from core.settings import Settings
-from tests.watch.sse import parse
+from tests.api.sse import parse
 
 LOG = [
     ("queued", {"status": "queued"}),

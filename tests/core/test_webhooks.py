@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from core.db import Database, Job
 from core.db.migrate import downgrade, upgrade
-from tests.watch.conftest import insert_job
+from tests.watched_job import insert_job
 
 FAST = {"webhook_allowed_hosts": "127.0.0.1", "webhook_backoff_s": 0.2,
         "webhook_poll_interval_s": 0.1}  # fmt: skip

@@ -1,0 +1,38 @@
+"""A job submission as the client sends it: the one description of ``POST /v1/jobs``'s body.
+
+The HTTP edge takes it as the request body, and the job service validates and records it
+as it comes (``core.jobs.validation``, ``core.jobs.service``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: str = Field(max_length=64)
+    base_model: str = Field(max_length=200)
+    params: dict[str, Any] = Field(description="The Kohya_SS GUI JSON payload, as is")
+    reg_dataset_id: str | None = Field(default=None, max_length=64)
+    name: str | None = Field(default=None, max_length=200)
+    notify_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="POSTed a signed JSON body when the job ends (X-Lorabox-Signature: "
+        "sha256=<HMAC-SHA256 of the raw body keyed by your secret from GET /v1/me>); only "
+        "hosts on the server's LORABOX_WEBHOOK_ALLOWED_HOSTS",
+    )
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical body: an Idempotency-Key replay must carry the same one."""
+        fields = self.model_dump()
+        if fields["notify_url"] is None:  # digests of bodies from before webhooks stay the same
+            del fields["notify_url"]
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
