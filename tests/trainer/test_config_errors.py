@@ -197,9 +197,7 @@ def test_cross_field_rules_are_problems(changes: dict[str, Any], field: str) -> 
         ({"fp8_base": True, "mixed_precision": "no"}, "fp8_base"),
     ],
 )
-def test_cross_field_rules_of_issue_4_fields_hold_in_the_model(
-    changes: dict[str, Any], field: str
-) -> None:
+def test_cross_field_rules_hold_in_the_model(changes: dict[str, Any], field: str) -> None:
     # A config built directly (not through parse_payload) obeys the same rules.
     dumped = parse_payload(BASE).config.model_dump(mode="json")
     with pytest.raises(ValidationError, match=field):

@@ -1,4 +1,5 @@
-"""Kohya's "0 / empty means unset" rules (reference §8) and the warnings the GUI gives."""
+"""Kohya's "0 / empty means unset" rules (docs/kohya-semantics.md, "Unset values") and the
+warnings the GUI gives."""
 
 from __future__ import annotations
 

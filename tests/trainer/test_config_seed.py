@@ -1,4 +1,4 @@
-"""The real PDXL seed payload parses into the config the reference describes."""
+"""The real PDXL seed payload parses into the config kohya_ss v24.1.7 and sd-scripts run."""
 
 from __future__ import annotations
 

@@ -26,10 +26,13 @@ def test_table_has_one_row_per_key_with_every_seed_key():
 
 def test_check_mode_reports_a_stale_file(tmp_path, capsys):
     stale = tmp_path / "parameters.md"
+    stub = ["--stub-out", str(tmp_path / "typed.py")]  # the generator writes both files
     stale.write_text("old")
     assert main(["--out", str(stale), "--check"]) == 1
-    assert main(["--out", str(stale)]) == 0
+    assert main(["--out", str(stale), *stub]) == 0
     assert main(["--out", str(stale), "--check"]) == 0
+    (tmp_path / "typed.py").write_text("old")
+    assert main(["--out", str(stale), *stub, "--check"]) == 1
 
 
 def test_effect_coverage_names_uncovered_honoured_keys_and_unknown_markers(tmp_path):

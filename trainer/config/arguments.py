@@ -1,9 +1,11 @@
 """``optimizer_args`` / ``lr_scheduler_args``: Kohya's "k=v k=v" strings.
 
-Parsing follows the GUI and sd-scripts (reference §2.3): the GUI removes double
-quotes and requires ``key=value`` items separated by whitespace, with no spaces
-around ``=``; sd-scripts splits each item on its single ``=`` and reads the
-value with :func:`ast.literal_eval`. So ``betas=0.9,0.999`` is a tuple,
+Parsing follows the GUI and sd-scripts: the GUI
+(``kohya_gui/common_gui.py: validate_args_setting``) removes double quotes and
+requires ``key=value`` items separated by whitespace, with no spaces around
+``=``; sd-scripts (``library/train_util.py: get_optimizer`` and
+``get_scheduler_fix``) splits each item on its single ``=`` and reads the value
+with :func:`ast.literal_eval`. So ``betas=0.9,0.999`` is a tuple,
 ``decouple=True`` a bool, ``d_coef=2`` an int, and a bare word (``foo=bar``) is
 an error — text values need single quotes (``key='text'``).
 

@@ -1,7 +1,8 @@
 """From normalized Kohya values to TrainingConfig fields: Kohya's "0 / empty means unset" rules.
 
-Rules applied here (reference §8 and §1 tables), each as sd-scripts ends up
-behaving after the GUI drops ``0`` / ``""`` from its TOML:
+Rules applied here (docs/kohya-semantics.md, "Unset values" and "Steps, epochs and
+warmup"), each as sd-scripts ends up behaving after the GUI
+(``kohya_gui/lora_gui.py: train_model``) drops ``0`` / ``""`` from its TOML:
 
 * per-key ``unset`` values from the registry (``seed: 0`` → None = random,
   ``network_alpha: 0`` → 1, ``max_grad_norm: 0`` → 1.0 — clipping stays on, a

@@ -1,8 +1,16 @@
-"""Range and cross-field rules of a TrainingConfig (reference §1 tables and §8).
+"""Range and cross-field rules of a TrainingConfig.
 
-Both functions return ``(kohya_key, message)`` pairs so that the payload edge
-can report them under the keys the user wrote, and ``TrainingConfig`` can run
-them again whenever a stored config is validated.
+:func:`range_problems` applies the registry to each field (:meth:`KeySpec.check`,
+the one range/choice check, plus the values a key's ``supported`` narrows the
+GUI choices to). The cross-field rules are the combinations sd-scripts asserts
+against (``sdxl_train_network.py: assert_extra_args``,
+``library/sdxl_train_util.py: verify_sdxl_training_args`` and the assertions of
+``library/train_util.py``) or that would train nothing.
+
+Both return ``(kohya_key, message)`` pairs, so that the payload edge reports them
+under the keys the user wrote. ``TrainingConfig`` runs both whenever a config is
+validated; the payload edge runs only the cross-field rules, because it has
+already checked each Kohya value against its registry entry.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from trainer.config.keys import FIELD_TO_KEY, KEYS
 from trainer.sampling.prompts import prompt_problems
 
 if TYPE_CHECKING:
-    from trainer.config.model import TrainingConfig
+    from trainer.config.typed import TrainingConfig
 
 Found = list[tuple[str, str]]
 
@@ -22,25 +30,20 @@ _SAFE_STEM = re.compile(r"^[^/\\\x00]{1,200}$")
 
 
 def range_problems(config: TrainingConfig) -> Found:
-    """Values outside their registry range or choices (the registry is the one source)."""
+    """Fields outside their registry range, choices or supported values."""
     found: Found = []
-    for name in type(config).model_fields:
-        key = FIELD_TO_KEY.get(name)
-        value = getattr(config, name)
-        if key is None or value is None or isinstance(value, bool | dict | tuple):
+    for name, key in FIELD_TO_KEY.items():
+        spec, value = KEYS[key], getattr(config, name)
+        if value is None:  # an unset optional
             continue
-        spec = KEYS[key]
-        if spec.choices and value not in spec.choices:
-            found.append((key, f"must be one of {spec.range_text()}, got {value!r}"))
-        elif isinstance(value, int | float) and not _within(spec.lo, spec.hi, value):
-            found.append((key, f"must be in {spec.range_text()}, got {value!r}"))
-    if not all(64 <= side <= 4096 and side % 8 == 0 for side in config.resolution):
-        found.append(("max_resolution", "each side must be a multiple of 8 in 64–4096"))
+        message = spec.check(value)
+        if message is None and spec.supported is not None:
+            # A GUI choice lorabox does not train (the payload edge refuses it too).
+            reason = spec.refusal(value)
+            message = f"value {value!r} refused: {reason}" if reason else None
+        if message:
+            found.append((key, message))
     return found
-
-
-def _within(lo: float | None, hi: float | None, value: float) -> bool:
-    return (lo is None or value >= lo) and (hi is None or value <= hi)
 
 
 def cross_field_problems(config: TrainingConfig) -> Found:

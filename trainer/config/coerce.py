@@ -1,6 +1,7 @@
 """Turning one raw JSON value into the Kohya value its registry entry describes.
 
-Rules (documented decisions, see also reference §8):
+Rules (documented decisions; docs/kohya-semantics.md, "Unset values", says how the
+GUI treats ``0`` and ``""``):
 
 * ``null`` means "use the default", as the GUI does when it loads a config.
 * Numbers: JSON numbers, or strings the GUI writes for number widgets
@@ -14,6 +15,9 @@ Rules (documented decisions, see also reference §8):
   and sd-scripts reads TOML 0/1 as false/true. ``""`` means the default.
   Anything else (``"true"``, ``2``) is an error.
 * Text: JSON strings only.
+
+Ranges and choices are not checked here: each coerced value goes through
+:meth:`KeySpec.check`, the registry's one range/choice check.
 """
 
 from __future__ import annotations
@@ -39,9 +43,11 @@ def coerce(spec: KeySpec, raw: Any) -> Any:
     return _HANDLERS[spec.kind](spec, raw)
 
 
-def _check_choice(spec: KeySpec, value: Any) -> None:
-    if value not in spec.choices:
-        raise ValueError(f"must be one of {spec.range_text()}, got {value!r}")
+def _checked(spec: KeySpec, value: Any) -> Any:
+    problem = spec.check(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def _bool(spec: KeySpec, raw: Any) -> Any:
@@ -62,17 +68,14 @@ def _int(spec: KeySpec, raw: Any) -> Any:
         if not value.is_integer():
             raise ValueError(f"must be a whole number, got {value!r}")
         value = int(value)
-    _check_range(spec, value)
-    return value
+    return _checked(spec, value)
 
 
 def _float(spec: KeySpec, raw: Any) -> Any:
     value = _finite(spec, raw)
     if value is EMPTY:
         return EMPTY
-    value = float(value)
-    _check_range(spec, value)
-    return value
+    return _checked(spec, float(value))
 
 
 def _finite(spec: KeySpec, raw: Any) -> Any:
@@ -94,16 +97,6 @@ def _finite(spec: KeySpec, raw: Any) -> Any:
     return raw
 
 
-def _check_range(spec: KeySpec, value: float) -> None:
-    if spec.choices:
-        _check_choice(spec, value)
-        return
-    too_low = spec.lo is not None and value < spec.lo
-    too_high = spec.hi is not None and value > spec.hi
-    if too_low or too_high:
-        raise ValueError(f"must be in {spec.range_text()}, got {value!r}")
-
-
 def _str(spec: KeySpec, raw: Any) -> Any:
     if not isinstance(raw, str):
         raise ValueError(f"must be text, got {type(raw).__name__}")
@@ -117,12 +110,7 @@ def _choice(spec: KeySpec, raw: Any) -> Any:
         for option in spec.choices:
             if option.lower() == raw.strip().lower():
                 return option
-    if raw in spec.choices:
-        return raw
-    if spec.supported is not None and spec.reason:
-        # e.g. an optimizer import path: answer with what *is* supported.
-        raise ValueError(f"{raw!r} is not accepted: {spec.reason}")
-    raise ValueError(f"must be one of {spec.range_text()}, got {raw!r}")
+    return _checked(spec, raw)
 
 
 def _attention(spec: KeySpec, raw: Any) -> Any:
@@ -153,10 +141,11 @@ def _resolution(spec: KeySpec, raw: Any) -> Any:
         raise ValueError("must be 'W,H' or 'N' (pixels)")
     if len(parts) not in (1, 2) or not all(_SIDE.match(p) for p in parts):
         raise ValueError(f"must be 'W,H' or 'N' (whole pixels), got {raw!r}")
-    sides = [int(p) for p in parts] * (3 - len(parts))
-    if not all(64 <= side <= 4096 and side % 8 == 0 for side in sides):
-        raise ValueError(f"each side must be a multiple of 8 in 64–4096, got {raw!r}")
-    return f"{sides[0]},{sides[1]}"
+    width, height = [int(p) for p in parts] * (3 - len(parts))
+    problem = spec.check((width, height))
+    if problem:
+        raise ValueError(f"{problem}, got {raw!r}")
+    return f"{width},{height}"
 
 
 def _args(spec: KeySpec, raw: Any) -> Any:

@@ -1,8 +1,12 @@
 # ruff: noqa: E501  (registry rows stay one per line: a status flip is a one-line diff)
-"""Registry, part 1: the keys the trainer honours (issue 2, item 1).
+"""Registry, part 1: the core keys the trainer honours (model, dataset, steps,
+network, optimizer, noise, precision, saving).
 
-Defaults are the kohya_ss v24.1.7 GUI defaults (reference §1) except where an
-entry says otherwise. Ranges are the GUI widget ranges.
+Defaults are the widget defaults of the kohya_ss v24.1.7 LoRA tab
+(``kohya_gui/lora_gui.py``) except where an entry says otherwise
+(docs/kohya-semantics.md, "Defaults"). Ranges are the GUI widget ranges. An entry
+with a ``field`` is also a ``TrainingConfig`` field, typed by its ``kind``
+(:mod:`trainer.config.fields`); adding an honoured key is adding its row here.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ CORE: tuple[KeySpec, ...] = (
     text("metadata_license", "", "modelspec.license; '' = none.", unset=None),
     text("metadata_tags", "", "modelspec.tags (comma-separated); '' = none.", unset=None),
     # --- dataset, captions, buckets ------------------------------------------
-    KeySpec("max_resolution", "resolution", "512,512", "Training area as 'W,H' or 'N' (square); bucketing keeps W×H as the maximum area.", field="resolution"),
+    KeySpec("max_resolution", "resolution", "512,512", "Training area as 'W,H' or 'N' (square); bucketing keeps W×H as the maximum area. Each side is a multiple of 8.", lo=64, hi=4096, field="resolution"),
     flag("enable_bucket", True, "Aspect-ratio bucketing; off means every image must be exactly the resolution."),
     integer("min_bucket_reso", 256, 64, 4096, "Smallest bucket side (predefined buckets only); must be ≤ min(resolution) and a multiple of bucket_reso_steps."),
     integer("max_bucket_reso", 2048, 64, 4096, "Largest bucket side (predefined buckets only); must be ≥ max(resolution) and a multiple of bucket_reso_steps."),
@@ -81,10 +85,10 @@ CORE: tuple[KeySpec, ...] = (
     flag("network_train_text_encoder_only", False, "sd-scripts spelling: train only the text-encoder LoRA (the GUI derives it from unet_lr = 0).", field=None, gui=False),
     # --- optimizer and schedule -------------------------------------------------
     choice("optimizer", "AdamW8bit", GUI_OPTIMIZERS, "Optimizer; case-insensitive input, canonical output.", supported=OPTIMIZERS, reason=_OPTIMIZER_REASON, casefold=True),
-    KeySpec("optimizer_args", "args", "", "Extra optimizer arguments 'k=v k=v', values as Python literals (betas=0.9,0.99 decouple=True).", field=None),
+    KeySpec("optimizer_args", "args", "", "Extra optimizer arguments 'k=v k=v', values as Python literals (betas=0.9,0.99 decouple=True)."),
     number("max_grad_norm", 1.0, 0, 1, "Gradient clipping norm. 0 = unset = 1.0: clipping stays on, as with the GUI (which drops 0).", unset=1.0),
     choice("lr_scheduler", "cosine", (*SCHEDULERS, "piecewise_constant"), "Learning-rate schedule; 'adafactor' only with Adafactor's relative step.", supported=SCHEDULERS, reason="piecewise_constant is not supported; use one of " + ", ".join(SCHEDULERS[:-1])),
-    KeySpec("lr_scheduler_args", "args", "", "Extra schedule arguments 'k=v' (cosine: num_cycles; polynomial: lr_end).", field=None),
+    KeySpec("lr_scheduler_args", "args", "", "Extra schedule arguments 'k=v' (cosine: num_cycles; polynomial: lr_end)."),
     integer("lr_scheduler_num_cycles", 1, 0, 10000, "Restarts of cosine_with_restarts; '' = epoch (GUI), 0 = unset = 1.", unset=1),
     number("lr_scheduler_power", 1.0, 0, 100, "Power of the polynomial schedule; 0 = unset = 1.0.", unset=1.0),
     number("lr_warmup", 10, 0, 100, "Warmup as a percentage of the total steps (GUI); forced to 0 with a warning for the constant schedule.", field="lr_warmup_percent"),

@@ -4,9 +4,9 @@ Steps, each collecting problems instead of stopping:
 
 1. every key is resolved: a registry key, an alias (sd-scripts spelling), or an
    unknown key — reported with the nearest known key;
-2. every value is coerced to its Kohya type and checked against the GUI range
-   (:mod:`trainer.config.coerce`); one setting given under two spellings with
-   different values is a problem;
+2. every value is coerced to its Kohya type (:mod:`trainer.config.coerce`) and
+   checked against its registry range or choices (:meth:`KeySpec.check`); one
+   setting given under two spellings with different values is a problem;
 3. omitted keys get their default; the result is the ``normalized`` payload
    (every accepted key, GUI spellings, JSON-safe), stored with the job;
 4. values the trainer cannot honour yet are refused with the registry's reason;
@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from trainer.config.build import build_fields
-from trainer.config.checks import cross_field_problems, range_problems
+from trainer.config.checks import cross_field_problems
 from trainer.config.coerce import EMPTY, coerce
 from trainer.config.errors import ConfigWarning, PayloadError, Problem
 from trainer.config.keys import ALIASES, KEYS, SKIP, suggest
@@ -118,10 +118,14 @@ def _normalize(values: Mapping[str, Any]) -> dict[str, Any]:
 def _make_config(
     fields: dict[str, Any], problems: list[Problem], spelled: Mapping[str, str]
 ) -> TrainingConfig | None:
-    """Build the model; rule violations become Problems under the keys the user wrote."""
+    """Build the model; rule violations become Problems under the keys the user wrote.
+
+    Each value was range-checked when it was read; the draft adds the cross-field
+    rules, so that they are reported together with every other problem.
+    """
     try:
         draft = TrainingConfig.model_construct(**fields)
-        found = range_problems(draft) or cross_field_problems(draft)
+        found = cross_field_problems(draft)
     except (AttributeError, KeyError, TypeError, ValueError):
         found = []  # a field is malformed; model_validate below reports it
     problems.extend(Problem(spelled.get(key, key), message) for key, message in found)

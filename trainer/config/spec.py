@@ -11,7 +11,9 @@ and whether lorabox implements it:
   the GUI treats as the default); anything else is a problem carrying ``reason``.
 
 Flipping a key from refused to honoured is a one-line change in the registry
-(drop its ``status``/``reason``), plus the test that shows its effect.
+(drop its ``status``/``reason``/``field=None``), plus the test that shows its
+effect: ``TrainingConfig`` gains the field from the registry, and
+``python -m trainer.config.table`` regenerates the files derived from it.
 """
 
 from __future__ import annotations
@@ -43,10 +45,14 @@ KEEP: Any = _Keep()
 class KeySpec:
     """One accepted payload key.
 
-    ``unset`` implements Kohya's "0 / empty means unset" rule (reference §8): the
-    GUI drops ``0`` and ``""`` from its TOML, so sd-scripts falls back to its own
-    default; when the Kohya value is ``0`` or ``""`` the internal field gets
-    ``unset`` instead (``None`` or the sd-scripts default). Booleans never use it.
+    ``unset`` implements Kohya's "0 / empty means unset" rule (docs/kohya-semantics.md,
+    "Unset values"): the GUI (``kohya_gui/lora_gui.py: train_model``) drops ``0`` and
+    ``""`` from its TOML, so sd-scripts falls back to its own default; when the Kohya
+    value is ``0`` or ``""`` the internal field gets ``unset`` instead (``None`` or the
+    sd-scripts default). Booleans never use it.
+
+    ``kind`` also fixes the type of the ``TrainingConfig`` field (:mod:`.fields`);
+    ``lo``/``hi``/``choices`` are checked by :meth:`check` only.
     """
 
     key: str
@@ -95,6 +101,32 @@ class KeySpec:
         if self.supported is not None and value not in self.supported:
             return self.reason
         return None
+
+    def check(self, value: Any) -> str | None:
+        """Why ``value`` is outside this key's range or choices; None when it is inside.
+
+        The one range/choice check: the payload edge runs it on each Kohya value, and
+        ``TrainingConfig`` on each of its fields, so a range is written only here and in
+        the registry row. A resolution is checked as its ``(W, H)`` sides.
+        """
+        if self.choices:
+            if value in self.choices:
+                return None
+            if self.supported is not None and self.reason:
+                # e.g. an optimizer import path: answer with what *is* supported.
+                return f"{value!r} is not accepted: {self.reason}"
+            return f"must be one of {self.range_text()}, got {value!r}"
+        if self.kind == "resolution":
+            if all(self._within(side) and side % 8 == 0 for side in value):
+                return None
+            return f"each side must be a multiple of 8 in {self.range_text()}"
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if is_number and not self._within(value):
+            return f"must be in {self.range_text()}, got {value!r}"
+        return None
+
+    def _within(self, value: float) -> bool:
+        return (self.lo is None or value >= self.lo) and (self.hi is None or value <= self.hi)
 
     def internal(self, value: Any) -> Any:
         """The internal value for a (coerced) Kohya value, applying ``unset``."""

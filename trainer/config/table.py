@@ -1,8 +1,10 @@
 """``docs/parameters.md``: the parameter table, generated from the registry.
 
-``python -m trainer.config.table`` rewrites the file; ``--check`` exits 1 when
-it is stale. The tests compare :func:`render` with the committed file, so the
-table and the payload model cannot drift apart.
+``python -m trainer.config.table`` rewrites the files derived from the registry:
+this table and ``trainer/config/typed.py`` (the fields of ``TrainingConfig`` as
+mypy sees them, :func:`trainer.config.fields.render_stub`); ``--check`` exits 1
+when either is stale. The tests compare both with their renderers, so neither
+can drift from the registry.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from trainer.config.fields import render_stub
 from trainer.config.keys import ALIASES, KEYS
 from trainer.config.spec import KeySpec, Status
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "parameters.md"
+STUB_PATH = Path(__file__).resolve().with_name("typed.py")
 
 _HEADER = """\
 # Kohya payload parameters
@@ -124,19 +128,24 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=DOC_PATH)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    parser.add_argument("--stub-out", type=Path, default=STUB_PATH)
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
     args = parser.parse_args(argv)
-    text = render()
+    outputs = {args.out: render(), args.stub_out: render_stub()}
     if args.check:
-        current = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
-        if current != text:
-            print(f"{args.out} is stale: run python -m trainer.config.table", file=sys.stderr)
-            return 1
-        return 0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out} ({len(KEYS)} keys)")
+        stale = [path for path, text in outputs.items() if _read(path) != text]
+        for path in stale:
+            print(f"{path} is stale: run python -m trainer.config.table", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in outputs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out} and {args.stub_out} ({len(KEYS)} keys)")
     return 0
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
 
 
 if __name__ == "__main__":
