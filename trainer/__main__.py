@@ -18,7 +18,7 @@ from trainer.hooks import (
     ArtifactRemoved,
     ArtifactSaved,
     EpochCompleted,
-    Event,
+    EventHandler,
     Notice,
     PhaseChanged,
     StepCompleted,
@@ -27,8 +27,10 @@ from trainer.hooks import (
 from trainer.run import TrainingJob, train
 
 
-def print_event(event: Event) -> None:
-    if isinstance(event, StepCompleted):
+class ProgressPrinter(EventHandler):
+    """One line per event on stdout, flushed at once: the log of a run in a terminal."""
+
+    def on_step_completed(self, event: StepCompleted) -> None:
         print(
             f"step {event.step}/{event.total_steps} epoch {event.epoch}/{event.total_epochs} "
             f"loss {event.loss:.4f} avr_loss {event.avg_loss:.4f} "
@@ -36,21 +38,27 @@ def print_event(event: Event) -> None:
             f"{event.s_per_step:.2f} s/step",
             flush=True,
         )
-    elif isinstance(event, TrainingStarted):
+
+    def on_training_started(self, event: TrainingStarted) -> None:
         print(
             f"training {event.total_steps} steps over {event.total_epochs} epochs "
             f"({event.batches_per_epoch} batches per epoch)",
             flush=True,
         )
-    elif isinstance(event, PhaseChanged):
+
+    def on_phase_changed(self, event: PhaseChanged) -> None:
         print(f"[{event.phase}]", flush=True)
-    elif isinstance(event, EpochCompleted):
+
+    def on_epoch_completed(self, event: EpochCompleted) -> None:
         print(f"epoch {event.epoch} done, avr_loss {event.avg_loss:.4f}", flush=True)
-    elif isinstance(event, ArtifactSaved):
+
+    def on_artifact_saved(self, event: ArtifactSaved) -> None:
         print(f"saved {event.kind}: {event.path}", flush=True)
-    elif isinstance(event, ArtifactRemoved):
+
+    def on_artifact_removed(self, event: ArtifactRemoved) -> None:
         print(f"removed: {event.path}", flush=True)
-    elif isinstance(event, Notice):
+
+    def on_notice(self, event: Notice) -> None:
         print(f"warning: {event.field + ': ' if event.field else ''}{event.message}", flush=True)
 
 
@@ -96,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         base_config=args.base_config, vae=vae, network_weights=weights, resume_state=args.resume,
     )  # fmt: skip
     try:
-        result = train(job, reporter=print_event)
+        result = train(job, reporter=ProgressPrinter())
     except TrainerError as exc:
         print(f"error ({exc.code}): {exc.message}", file=sys.stderr)
         return 1

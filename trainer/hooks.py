@@ -6,8 +6,9 @@ objects so the loop never branches on "is anyone listening".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Phase = Literal["loading", "caching", "training", "saving", "sampling"]
 ArtifactKind = Literal["lora", "checkpoint", "state", "sample", "tensorboard", "log"]
@@ -103,6 +104,44 @@ Event = (
 
 class Reporter(Protocol):
     def __call__(self, event: Event) -> None: ...
+
+
+class EventHandler:
+    """A ``Reporter`` with one method per event class, each a no-op until overridden.
+
+    Every consumer of events (the CLI's printer, the worker's relay, TensorBoard) subclasses
+    this and overrides what it handles, so the mapping from event class to code lives once,
+    in ``_DISPATCH``: a new event class is its dataclass, its place in ``Event``, and its
+    entry there (a test fails while one is missing).
+    """
+
+    def on_phase_changed(self, event: PhaseChanged) -> None: ...
+    def on_training_started(self, event: TrainingStarted) -> None: ...
+    def on_step_completed(self, event: StepCompleted) -> None: ...
+    def on_epoch_completed(self, event: EpochCompleted) -> None: ...
+    def on_artifact_saved(self, event: ArtifactSaved) -> None: ...
+    def on_artifact_removed(self, event: ArtifactRemoved) -> None: ...
+    def on_notice(self, event: Notice) -> None: ...
+
+    def dispatch(self, event: Event) -> None:
+        method = _DISPATCH.get(type(event))
+        if method is None:  # an event class added without its entry below
+            raise TypeError(f"no handler method for {type(event).__name__}")
+        method(self, event)
+
+    __call__ = dispatch  # a handler is passed wherever a Reporter is expected
+
+
+# Lambdas, not the functions themselves, so a subclass's override is the one called.
+_DISPATCH: dict[type[Event], Callable[[EventHandler, Any], None]] = {
+    PhaseChanged: lambda handler, event: handler.on_phase_changed(event),
+    TrainingStarted: lambda handler, event: handler.on_training_started(event),
+    StepCompleted: lambda handler, event: handler.on_step_completed(event),
+    EpochCompleted: lambda handler, event: handler.on_epoch_completed(event),
+    ArtifactSaved: lambda handler, event: handler.on_artifact_saved(event),
+    ArtifactRemoved: lambda handler, event: handler.on_artifact_removed(event),
+    Notice: lambda handler, event: handler.on_notice(event),
+}
 
 
 class StopSignal(Protocol):

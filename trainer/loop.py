@@ -59,15 +59,11 @@ class TrainingResult:
 def optimizer_step(s: Session) -> MaxNormReport | None:
     """Clip, step, schedule, zero; then Kohya's max-norm regularization if asked."""
     params = [p for p in s.network.parameters() if p.requires_grad]
-    if s.scaler is not None:
-        s.scaler.unscale_(s.optimizer)
+    s.scaler.unscale_(s.optimizer)  # clip the true gradients, not the fp16-scaled ones
     if s.config.max_grad_norm:
         torch.nn.utils.clip_grad_norm_(params, s.config.max_grad_norm)
-    if s.scaler is not None:
-        s.scaler.step(s.optimizer)
-        s.scaler.update()
-    else:
-        s.optimizer.step()
+    s.scaler.step(s.optimizer)  # skipped when fp16 gradients overflowed
+    s.scaler.update()
     s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
     if s.config.scale_weight_norms:
@@ -183,8 +179,7 @@ def train_epoch(
         loss = training_loss(s, batch, at.epoch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(_nan_message(at.step + 1), step=at.step + 1)
-        scaled = loss / accumulation
-        (s.scaler.scale(scaled) if s.scaler is not None else scaled).backward()
+        s.scaler.scale(loss / accumulation).backward()
         avg_loss = at.recorder.add(at.epoch, index, loss.item())
         at.next_batch = index + 1
         if (index + 1) % accumulation and index + 1 < len(batches):

@@ -28,7 +28,7 @@ class Session:
     snr: torch.Tensor  # SNR per training timestep
     device: torch.device
     autocast_dtype: torch.dtype | None  # None: full fp32
-    scaler: torch.amp.GradScaler | None
+    scaler: torch.amp.GradScaler  # enabled for fp16 only; disabled, each call passes through
     seed: int
     output_dir: Path
     metadata: dict[str, str]

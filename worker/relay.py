@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +26,7 @@ from trainer.hooks import (
     ArtifactSaved,
     EpochCompleted,
     Event,
+    EventHandler,
     Notice,
     PhaseChanged,
     StepCompleted,
@@ -46,7 +49,7 @@ def fenced_update(session: Session, job_id: str, attempt: int, **values: Any) ->
         raise Fenced(job_id)
 
 
-class EventRelay:
+class EventRelay(EventHandler):
     def __init__(self, db: Database, settings: Settings, job_id: str, attempt: int) -> None:
         self.db, self.settings, self.job_id, self.attempt = db, settings, job_id, attempt
         self.progress: dict[str, Any] = {"phase": "loading"}
@@ -55,22 +58,21 @@ class EventRelay:
         self._last_flush = 0.0
         self._started = time.monotonic()
 
-    def handle(self, event: Event) -> None:
-        if isinstance(event, StepCompleted):
-            self._on_step(event)
-            return
-        if isinstance(event, PhaseChanged):
-            self.progress["phase"] = event.phase
-        elif isinstance(event, TrainingStarted):
-            self.progress.update(
-                phase="training",
-                step=event.start_step,
-                total_steps=event.total_steps,
-                total_epochs=event.total_epochs,
-            )
-        self._write_now(event)
+    def on_phase_changed(self, event: PhaseChanged) -> None:
+        self.progress["phase"] = event.phase
+        self._write_now(event, "phase")
 
-    def _on_step(self, event: StepCompleted) -> None:
+    def on_training_started(self, event: TrainingStarted) -> None:
+        self.progress.update(
+            phase="training",
+            step=event.start_step,
+            total_steps=event.total_steps,
+            total_epochs=event.total_epochs,
+        )
+        self._write_now(event, "training_started")
+
+    def on_step_completed(self, event: StepCompleted) -> None:
+        """Batched in memory: written by the next flush or with the next event written at once."""
         elapsed = time.monotonic() - self._started
         self.progress.update(
             {k: v for k, v in dataclasses.asdict(event).items()},
@@ -91,24 +93,40 @@ class EventRelay:
         )
         self._dirty = True
 
-    def _write_now(self, event: Event) -> None:
-        kind = _kind(event)
+    def on_epoch_completed(self, event: EpochCompleted) -> None:
+        self._write_now(event, "epoch")
+
+    def on_artifact_saved(self, event: ArtifactSaved) -> None:
+        with self._recording(event, "artifact") as session:
+            register_artifact(
+                session,
+                self.settings,
+                job_id=self.job_id,
+                name=event.path,
+                kind=event.kind,
+                epoch=event.epoch,
+                step=event.step,
+            )
+
+    def on_artifact_removed(self, event: ArtifactRemoved) -> None:
+        with self._recording(event, "artifact_removed") as session:
+            unregister_artifact(session, job_id=self.job_id, name=event.path)
+
+    def on_notice(self, event: Notice) -> None:
+        self._write_now(event, "notice")
+
+    def _write_now(self, event: Event, kind: str) -> None:
+        with self._recording(event, kind):
+            pass
+
+    @contextmanager
+    def _recording(self, event: Event, kind: str) -> Iterator[Session]:
+        """One transaction: pending progress, this progress, the caller's writes, the event."""
         data = dataclasses.asdict(event)
         with self.db.writing() as session:
             self._flush_into(session)
             fenced_update(session, self.job_id, self.attempt, progress=dict(self.progress))
-            if isinstance(event, ArtifactSaved):
-                register_artifact(
-                    session,
-                    self.settings,
-                    job_id=self.job_id,
-                    name=event.path,
-                    kind=event.kind,
-                    epoch=event.epoch,
-                    step=event.step,
-                )
-            elif isinstance(event, ArtifactRemoved):
-                unregister_artifact(session, job_id=self.job_id, name=event.path)
+            yield session
             record_event(session, self.job_id, kind, data, attempt=self.attempt)
 
     def maybe_flush(self) -> None:
@@ -130,14 +148,3 @@ class EventRelay:
         self._metrics = []
         self._dirty = False
         self._last_flush = time.monotonic()
-
-
-def _kind(event: Event) -> str:
-    return {
-        PhaseChanged: "phase",
-        TrainingStarted: "training_started",
-        EpochCompleted: "epoch",
-        ArtifactSaved: "artifact",
-        ArtifactRemoved: "artifact_removed",
-        Notice: "notice",
-    }.get(type(event), "event")

@@ -152,7 +152,7 @@ class Supervisor:
         """In order; an event stays pending while the database is unreachable."""
         while self._pending:
             try:
-                self.relay.handle(self._pending[0])
+                self.relay(self._pending[0])
             except OperationalError as exc:
                 self._unreachable(exc)
                 return

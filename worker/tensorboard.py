@@ -11,13 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trainer.hooks import ArtifactSaved, EpochCompleted, Event, StepCompleted
+from trainer.hooks import ArtifactSaved, EpochCompleted, Event, EventHandler, StepCompleted
 
 log = logging.getLogger(__name__)
 TENSORBOARD_DIR = "tensorboard"
 
 
-class TensorBoardReporter:
+class TensorBoardReporter(EventHandler):
     """Loss, moving-average loss, learning rates and speed per step; average loss per epoch."""
 
     def __init__(self, output_dir: Path) -> None:
@@ -36,21 +36,28 @@ class TensorBoardReporter:
                 self._broken = True
         return self._writer
 
-    def __call__(self, event: Event) -> None:
-        if not isinstance(event, StepCompleted | EpochCompleted):
-            return
+    def on_step_completed(self, event: StepCompleted) -> None:
+        lrs = {f"lr/{group}": value for group, value in event.lr.items()}
+        self._add_scalars(
+            event.step,
+            {
+                "loss/current": event.loss,
+                "loss/average": event.avg_loss,
+                **lrs,
+                "speed/samples_per_s": event.samples_per_s,
+            },
+        )
+
+    def on_epoch_completed(self, event: EpochCompleted) -> None:
+        self._add_scalars(event.epoch, {"loss/epoch": event.avg_loss})
+
+    def _add_scalars(self, step: int, scalars: dict[str, float]) -> None:
         writer = self._open()
         if writer is None:
             return
         try:
-            if isinstance(event, StepCompleted):
-                writer.add_scalar("loss/current", event.loss, event.step)
-                writer.add_scalar("loss/average", event.avg_loss, event.step)
-                for group, value in event.lr.items():
-                    writer.add_scalar(f"lr/{group}", value, event.step)
-                writer.add_scalar("speed/samples_per_s", event.samples_per_s, event.step)
-            else:
-                writer.add_scalar("loss/epoch", event.avg_loss, event.epoch)
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, step)
         except Exception:  # noqa: BLE001
             log.warning("TensorBoard write failed; charts stop here", exc_info=True)
             self._broken = True

@@ -188,7 +188,7 @@ def test_max_grad_norm_clips_the_gradient_norm():
             self.config = config(max_grad_norm=norm)
             self.optimizer = torch.optim.SGD([self.parameter], lr=1.0)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
-            self.scaler = None
+            self.scaler = torch.amp.GradScaler("cuda", enabled=False)
 
     moved = {}
     for norm in (1.0, 0.1):

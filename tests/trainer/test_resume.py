@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from tests.factories import tiny_payload
@@ -21,6 +23,7 @@ from trainer.config import parse_payload
 from trainer.errors import ResumeStateError, TrainingSuspended
 from trainer.hooks import ArtifactRemoved, ArtifactSaved, Event, StepCompleted
 from trainer.run import TrainingJob, train
+from trainer.state.training_state import read_state_header
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +156,17 @@ def test_resuming_the_final_state_trains_nothing_more(
     train(job, reporter=events.append)
     assert steps_of(events) == []
     assert lora_bytes(tmp_path / "toy.safetensors") == lora_bytes(reference_dir / "toy.safetensors")
+
+
+def test_without_fp16_the_gradient_scaler_is_disabled_silently_and_saved_empty(uninterrupted):
+    """The loop always calls the scaler; disabled, it passes through and its state is {}."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "CUDA is not available" warning on a CPU
+        scaler = torch.amp.GradScaler("cuda", enabled=False)
+    assert scaler.state_dict() == {}
+    reference_dir, _ = uninterrupted
+    header = read_state_header(reference_dir / "toy-state.safetensors")
+    assert header.trees["scaler"] == {}  # what the resume tests load back
 
 
 def test_a_state_from_a_different_run_is_refused_naming_what_differs(

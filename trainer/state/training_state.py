@@ -99,7 +99,7 @@ def save_training_state(s: Session, position: Position, path: Path) -> None:
     trees = {
         "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(),
-        "scaler": s.scaler.state_dict() if s.scaler is not None else None,
+        "scaler": s.scaler.state_dict(),  # {} when disabled
         "rng": _rng_states(s),
     }
     header = StateHeader(
@@ -155,8 +155,7 @@ def restore_training_state(s: Session, path: Path, header: StateHeader) -> Posit
         _restore_network(s, tensors)
         s.optimizer.load_state_dict(trees["optimizer"])
         s.scheduler.load_state_dict(trees["scheduler"])
-        if s.scaler is not None and trees["scaler"] is not None:
-            s.scaler.load_state_dict(trees["scaler"])
+        s.scaler.load_state_dict(trees["scaler"])  # a disabled scaler ignores it
         _restore_rng(s, trees["rng"])
     except (StateFormatError, KeyError, ValueError, RuntimeError, SafetensorError) as exc:
         raise ResumeStateError(f"the training state {path.name} cannot be loaded: {exc}") from exc
