@@ -7,11 +7,12 @@ random weights (nothing is downloaded), and trains it with the trainer's own
 session and loop on synthetic 1024x1024 images. Prints s/step, images/s, and
 peak allocated / reserved memory. ``--cap-gib 16`` caps the process the way a
 16 GiB RTX 4070 Ti Super would (``torch.cuda.set_per_process_memory_fraction``).
-Targets (issue 2): peak reserved <= 15.5 GiB with the cap, <= 0.35 s/step on an
+Targets: peak reserved <= 15.5 GiB with the cap, <= 0.35 s/step on an
 H100 (compute limit ~0.064 s/step: 63.5 TFLOP per seed step at 989 TFLOP/s).
 
-Variants (issue 4's memory table): seed, unet_only_cached_te, full_bf16,
-fp8_base, locon, adafactor - each that the payload model accepts is run in turn.
+Variants (the seed payload and settings that change memory or speed): seed,
+unet_only_cached_te, full_bf16, fp8_base, locon, adafactor - each that the payload model
+accepts is run in turn.
 """
 
 from __future__ import annotations

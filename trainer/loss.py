@@ -1,4 +1,9 @@
-"""Noise, timesteps and loss weighting (sd-scripts, reference §5) as pure functions."""
+"""Noise, timesteps and loss weighting as pure functions.
+
+As sd-scripts: ``library/custom_train_functions.py`` (``apply_noise_offset``,
+``pyramid_noise_like``, the SNR weights) and ``library/train_util.py:
+get_noise_noisy_latents_and_timesteps``.
+"""
 
 from __future__ import annotations
 
@@ -118,7 +123,8 @@ def loss_weights(
     scale_v_pred_like_noise_pred: bool = False,
     v_pred_like_loss: float = 0.0,
 ) -> torch.Tensor:
-    """Per-sample weights applied in sd-scripts' order (reference §5 step 10).
+    """Per-sample weights in the order sd-scripts applies them (``train_network.py:
+    NetworkTrainer.train``): min-SNR, v-pred scaling, v-pred-like loss, debiased.
 
     ``v_pred_like_loss`` k adds k * loss / s_t, i.e. weighs the loss by (1 + k / s_t).
     """

@@ -1,7 +1,10 @@
-"""Kohya's file names and the saves of LoRA files and training states (reference §7.3-7.4).
+"""Kohya's file names and the saves of LoRA files and training states.
 
-A training state is one ``.safetensors`` file named like Kohya's state folders
-(``<name>-<epoch>-state``, ``<name>-step<step>-state``, ``<name>-state``).
+Names as sd-scripts ``library/train_util.py`` makes them (``get_epoch_ckpt_name``,
+``get_step_ckpt_name``, ``get_last_ckpt_name``, and ``EPOCH_STATE_NAME``,
+``STEP_STATE_NAME``, ``LAST_STATE_NAME`` for states). A training state is one
+``.safetensors`` file named like Kohya's state folders (``<name>-<epoch>-state``,
+``<name>-step<step>-state``, ``<name>-state``).
 """
 
 from __future__ import annotations

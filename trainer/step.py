@@ -48,7 +48,8 @@ def batch_latents(
 
 
 def batch_captions(s: Session, batch: Batch, epoch: int) -> list[str]:
-    """Each sample's caption after dropout and tag shuffling (sd-scripts §4.2 order)."""
+    """Each sample's caption after dropout and tag shuffling, in the order of sd-scripts
+    ``library/train_util.py``: ``BaseDataset.process_caption``."""
     config = s.config
     captions = []
     for index in batch.images:
@@ -120,7 +121,8 @@ def _autocast(s: Session) -> AbstractContextManager[object]:
 
 
 def training_noise(s: Session, latents: torch.Tensor) -> torch.Tensor:
-    """epsilon with the noise offset (adaptive if asked), then pyramid noise (§5 steps 1-3)."""
+    """epsilon with the noise offset (adaptive if asked), then pyramid noise, as sd-scripts
+    ``library/train_util.py``: ``get_noise_noisy_latents_and_timesteps``."""
     config = s.config
     noise = torch.randn(latents.shape).to(s.device)
     noise = offset_noise(
@@ -133,7 +135,8 @@ def training_noise(s: Session, latents: torch.Tensor) -> torch.Tensor:
 
 
 def sample_weights(s: Session, batch: Batch, timesteps: torch.Tensor) -> torch.Tensor:
-    """SNR-based weights (§5 step 10) times the prior weight of regularization images."""
+    """SNR-based weights (sd-scripts ``library/custom_train_functions.py``) times the prior
+    weight of regularization images."""
     config = s.config
     weights = loss_weights(
         s.snr[timesteps.cpu()],

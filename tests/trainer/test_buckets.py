@@ -1,4 +1,4 @@
-"""Aspect-ratio bucketing against the reference's literal list and hand-derived values."""
+"""Aspect-ratio bucketing against sd-scripts' literal bucket list and hand-derived values."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from trainer.data.folders import scan_dataset
 from trainer.errors import InvalidDatasetError
 from trainer.plan import plan_training
 
-# Reference §4.3: the 41 buckets for 1024², min 256, max 2048, step 64 (first 21 + transposes).
+# sd-scripts' library/model_util.py: make_bucket_resolutions gives these 41 buckets for 1024²,
+# min 256, max 2048, step 64 (the first 21, then their transposes).
 _HALF = [
     (256, 2048), (320, 2048), (384, 2048), (448, 2048), (512, 1856), (512, 1920), (512, 1984),
     (512, 2048), (576, 1664), (576, 1728), (576, 1792), (640, 1536), (640, 1600), (704, 1408),

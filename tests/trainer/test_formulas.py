@@ -1,4 +1,4 @@
-"""The maths, checked against literal values from the reference or computed here."""
+"""The maths, checked against literal values of sd-scripts' formulas or computed here."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def snr() -> torch.Tensor:
 
 
 def test_snr_of_the_sdxl_schedule_matches_the_reference(snr):
-    # Reference §5: ~1175 at t=0, 0.38 at t=500, 0.0047 at t=999.
+    # all_snr as sd-scripts computes it (library/custom_train_functions.py:
+    # prepare_scheduler_for_custom_training): ~1175 at t=0, 0.38 at t=500, 0.0047 at t=999.
     assert float(snr[0]) == pytest.approx(1175, rel=0.01)
     assert float(snr[500]) == pytest.approx(0.38, rel=0.02)
     assert float(snr[999]) == pytest.approx(0.0047, rel=0.02)
@@ -38,7 +39,8 @@ def test_betas_follow_the_scaled_linear_formula():
 
 @shows_effect("debiased_estimation_loss")
 def test_debiased_weights_match_the_reference(snr):
-    # Reference §5: about 0.032 at t=0, 1.6 at t=500, 14.6 at t=999 (SNR capped at 1000).
+    # sd-scripts' apply_debiased_estimation (library/custom_train_functions.py), 1/sqrt(SNR)
+    # with SNR capped at 1000: about 0.032 at t=0, 1.6 at t=500, 14.6 at t=999.
     weights = debiased_weight(snr[[0, 500, 999]])
     assert weights.tolist() == pytest.approx([1 / math.sqrt(1000), 1.6, 14.6], rel=0.02)
 
@@ -90,7 +92,8 @@ def config(**overrides):
 
 @shows_effect("train_batch_size", "epoch", "gradient_accumulation_steps")
 def test_total_steps_follow_the_gui_formula():
-    # Reference §1.3: 300 images x repeats, batch 3, 36 epochs -> 3600 steps.
+    # The GUI's estimate (kohya_gui/lora_gui.py: train_model): 300 images x repeats, batch 3,
+    # 36 epochs -> 3600 steps.
     assert total_steps(config(train_batch_size=3, epoch=36), 300, batches=103) == 3600
     # ... and with 103 batches per epoch (partial batches per bucket) it stops in epoch 35.
     assert epochs_for(3600, 103, 1) == 35

@@ -29,7 +29,7 @@ def test_full_sdxl_gets_722_unet_and_264_text_encoder_modules_and_114m_parameter
     assert (len(unet), len(text)) == (722, 264)
     assert network.parameter_count() == 114_016_256
     names = {m.kohya_name for m in network.modules}
-    # Literal keys from the reference (§3.2).
+    # Literal keys of an sd-scripts SDXL LoRA (networks/lora.py: LoRANetwork.__init__ names).
     for name in (
         "lora_unet_input_blocks_4_1_proj_in",
         "lora_unet_input_blocks_7_1_transformer_blocks_3_attn2_to_k",

@@ -1,4 +1,5 @@
-"""Noise, targets and loss weights of issue 4, against the reference formulas (§5).
+"""Noise, targets and loss weights, against sd-scripts' formulas
+(``library/custom_train_functions.py``, ``train_util.py: get_noise_noisy_latents_and_timesteps``).
 
 Each pure function is checked against an independent computation; one session
 of the miniature SDXL checks that every key reaches the step's loss.

@@ -1,4 +1,4 @@
-"""Per-sample augmentation: ``flip_aug``, ``color_aug``, ``random_crop`` (§1.2, §4.3, §4.6).
+"""Per-sample augmentation: ``flip_aug``, ``color_aug``, ``random_crop``.
 
 sd-scripts (``BaseDataset.__getitem__``, ``trim_and_resize_if_required``,
 ``AugHelper.color_aug``) decides these each time a sample is drawn: crop the
@@ -121,7 +121,8 @@ def augment_pixels(image: Image.Image, augmentation: Augmentation) -> Image.Imag
 def crop_conditioning(image: TrainingImage, augmentation: Augmentation) -> tuple[int, int]:
     """SDXL ``crop_coords_top_left`` (top, left) of one augmented sample.
 
-    A centred crop keeps sd-scripts' value, mirrored for a flipped sample (§4.6).
+    A centred crop keeps sd-scripts' value (``BucketManager.get_crop_ltrb``), mirrored
+    for a flipped sample.
     A random crop conditions on the offset actually cut off the resized image, as
     SDXL was trained (sd-scripts keeps the centred value there, noting it had no
     better idea); flipped, the left offset is the excess on the other side.

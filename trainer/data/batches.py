@@ -1,5 +1,5 @@
-"""Bucketed batches and their order per epoch (sd-scripts ``make_buckets`` /
-``shuffle_buckets``, reference §4.4). Torch-free: the planner uses it too.
+"""Bucketed batches and their order per epoch (sd-scripts ``library/train_util.py``:
+``BaseDataset.make_buckets`` / ``shuffle_buckets``). Torch-free: the planner uses it too.
 
 Each image is repeated ``repeats`` times inside its bucket; every bucket's list
 is cut into batches of ``train_batch_size`` (the last may be short), so a batch

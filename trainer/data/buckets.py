@@ -1,4 +1,4 @@
-"""Aspect-ratio bucketing, computed exactly as sd-scripts does (reference §4.3, §4.6).
+"""Aspect-ratio bucketing and SDXL crop conditioning, computed exactly as sd-scripts does.
 
 Pure integer/float arithmetic, no torch, no images: the planner, the dataset and
 the tests share it. Sources: sd-scripts ``library/model_util.py::

@@ -1,4 +1,5 @@
-"""Per-sample caption processing (sd-scripts ``BaseDataset.process_caption``, §4.2)."""
+"""Per-sample caption processing (sd-scripts ``library/train_util.py``:
+``BaseDataset.process_caption``)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ diffusers' ``convert_state_dict_to_kohya`` writes diffusers block names
 (``down_blocks_1_attentions_0``) and sets every alpha to the rank; A1111, Forge
 and ComfyUI key SDXL LoRAs by the original ``input_blocks_4_1`` names and the
 true alpha matters for the scale, so the names come from ``ldm_names`` and the
-tensors are laid out here directly (reference §3.2).
+tensors are laid out here directly, as sd-scripts ``networks/lora.py:
+LoRANetwork.save_weights`` writes them.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def kohya_state_dict(network: LoraNetwork, precision: str) -> dict[str, torch.Te
 
 
 def tensor_hashes(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, str]:
-    """``sshs_model_hash`` / ``sshs_legacy_hash`` as sd-scripts computes them:
-    over the file serialised with only the ``ss_*`` metadata (§3.6)."""
+    """``sshs_model_hash`` / ``sshs_legacy_hash`` as sd-scripts computes them
+    (``library/train_util.py: precalculate_safetensors_hashes``): over the file
+    serialised with only the ``ss_*`` metadata."""
     ss_only = {k: v for k, v in metadata.items() if k.startswith("ss_")}
     buffer = save(state, metadata=ss_only)
     header_length = struct.unpack("<Q", buffer[:8])[0]

@@ -1,5 +1,8 @@
-"""``ss_*`` and ``modelspec.*`` metadata as sd-scripts writes it (reference §3.6).
+"""``ss_*`` and ``modelspec.*`` metadata as sd-scripts writes it.
 
+Sources: sd-scripts ``train_network.py: NetworkTrainer.train`` (the ``ss_*`` keys) and
+``library/sai_model_spec.py: build_metadata`` (``modelspec.*``); what lorabox writes
+differently is in docs/kohya-semantics.md, "Metadata".
 Values are strings, as in sd-scripts. Nothing secret and no absolute path is
 written: model names are file names, dataset folders are folder names.
 """

@@ -1,6 +1,6 @@
 """LoRA on SDXL with peft, named the way Kohya names it.
 
-Targets (sd-scripts ``networks/lora.py``, reference §3.1; ``trainer.lora.targets``):
+Targets (sd-scripts ``networks/lora.py: LoRANetwork.__init__``; ``trainer.lora.targets``):
 every Linear inside the UNet's Transformer2DModel blocks (``proj_in``/``proj_out``,
 both attentions' ``to_q/k/v/out.0``, ``ff.net.0.proj``, ``ff.net.2``: 722 modules
 on SDXL), both text encoders' self-attention q/k/v/out and MLP fc1/fc2 (264

@@ -1,4 +1,5 @@
-"""Kohya's regularizers inside the LoRA network (sd-scripts ``networks/lora.py``, §3.5).
+"""Kohya's regularizers inside the LoRA network (sd-scripts ``networks/lora.py``:
+``LoRAModule.forward`` and ``LoRANetwork.apply_max_norm_regularization``).
 
 peft's ``lora_dropout`` drops the layer's *input*; Kohya drops the ``lora_down``
 *output*. So the three dropouts are a forward hook on each ``lora_down``

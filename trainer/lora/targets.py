@@ -1,4 +1,5 @@
-"""Which layers get a LoRA module, and at which rank (sd-scripts ``networks/lora.py``, §3.1).
+"""Which layers get a LoRA module, and at which rank (sd-scripts ``networks/lora.py``:
+``LoRANetwork.__init__`` and its ``create_modules``).
 
 Standard: every Linear inside the UNet's Transformer2DModel blocks and the text
 encoders' self-attention / MLP projections, all at ``network_dim`` /

@@ -1,12 +1,13 @@
-"""``fp8_base``: the frozen UNet and text-encoder weights held as float8_e4m3fn (§1.7).
+"""``fp8_base``: the frozen UNet and text-encoder weights held as float8_e4m3fn.
 
-sd-scripts casts the frozen models to fp8 and relies on autocast to upcast each
-weight inside the ops that support it. diffusers' layerwise casting does that
-explicitly: every Linear / Conv / Embedding keeps its weight in fp8 and is cast
-to the compute dtype only for its own forward pass, so training works on any
-device (torch has no fp8 matmul on CPUs) and under any op. Norm layers stay in
-the compute dtype (diffusers' default skip list), as do the text encoders'
-token and position embeddings (sd-scripts keeps those out of fp8 too).
+sd-scripts (``train_network.py: NetworkTrainer.train``) casts the frozen models to
+fp8 and relies on autocast to upcast each weight inside the ops that support it.
+diffusers' layerwise casting does that explicitly: every Linear / Conv / Embedding
+keeps its weight in fp8 and is cast to the compute dtype only for its own forward
+pass, so training works on any device (torch has no fp8 matmul on CPUs) and under
+any op. Norm layers stay in the compute dtype (diffusers' default skip list), as do
+the text encoders' token and position embeddings (sd-scripts keeps those out of fp8
+too).
 
 It is applied after the LoRA is injected and skips peft's adapter layers, so the
 trained LoRA weights stay fp32.

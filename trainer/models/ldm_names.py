@@ -4,8 +4,8 @@ SDXL checkpoints as Stability and Pony Diffusion ship them, and the Kohya LoRA
 key names that A1111, Forge and ComfyUI expect, use the original UNet names
 (``input_blocks.4.1.transformer_blocks.0.attn1.to_q``) while diffusers builds
 the same network as ``down_blocks.1.attentions.0...``. This module is the one
-explicit map between the two (sd-scripts' ``make_unet_conversion_map``,
-reference §3.4), used both for LoRA key names and to write the miniature
+explicit map between the two (sd-scripts' ``make_unet_conversion_map`` in
+``library/sdxl_model_util.py``), used both for LoRA key names and to write the miniature
 single-file checkpoints the tests train on.
 """
 

@@ -1,4 +1,7 @@
-"""SDXL text conditioning with Kohya's chunked long-prompt encoding (§4.5).
+"""SDXL text conditioning with Kohya's chunked long-prompt encoding.
+
+As sd-scripts ``library/train_util.py``: ``BaseDataset.get_input_ids`` (the chunks)
+and ``get_hidden_states_sdxl`` (the encoding).
 
 Captions longer than 75 tokens (``max_token_length`` 150 or 225) are split into
 chunks of ``<BOS> 75 tokens <EOS>``, each encoded separately, and the hidden

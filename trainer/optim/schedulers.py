@@ -1,4 +1,4 @@
-"""Learning-rate schedules (sd-scripts ``get_scheduler_fix``, reference §2.2).
+"""Learning-rate schedules (sd-scripts ``library/train_util.py: get_scheduler_fix``).
 
 sd-scripts uses diffusers' schedule functions, stepped once per optimizer step;
 so do we. Kohya's warmup is a percentage of the total steps (the GUI rounds).

@@ -1,4 +1,4 @@
-"""Sample images during training (Kohya's ``sample_every_n_*``, reference §1.9 and §6).
+"""Sample images during training (Kohya's ``sample_every_n_*``).
 
 ``prompts`` parses the prompt text (torch-free: the payload edge validates with
 it), ``schedulers`` maps sampler names to diffusers schedulers, ``generate``

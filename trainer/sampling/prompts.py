@@ -1,4 +1,6 @@
-"""Kohya's sample prompt lines (reference §6.1): ``a cat --n blurry --w 768 --d 1``.
+"""Kohya's sample prompt lines: ``a cat --n blurry --w 768 --d 1``.
+
+Read as sd-scripts ``library/train_util.py: line_to_prompt_dict`` reads them.
 
 One prompt a line; blank lines and lines starting with ``#`` are skipped. Options
 follow the prompt, each introduced by the literal `` --`` (sd-scripts splits the
@@ -23,7 +25,7 @@ SAMPLERS = (
     *("ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver"),
     *("dpmsolver++", "dpmsingle", "k_lms", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a"),
 )
-"""sd-scripts' ``--sample_sampler`` names (reference §6.2)."""
+"""sd-scripts' ``--sample_sampler`` names (``library/train_util.py: get_my_scheduler``)."""
 
 DEFAULT_SIDE, MIN_SIDE, MAX_SIDE = 512, 64, 4096
 DEFAULT_STEPS, MAX_STEPS = 30, 1000

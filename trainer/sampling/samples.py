@@ -1,4 +1,5 @@
-"""When to sample, and the sample files (sd-scripts ``sample_images_common``, reference §6.3).
+"""When to sample, and the sample files (sd-scripts ``library/train_util.py``:
+``sample_images_common``).
 
 ``sample_every_n_epochs`` wins over ``sample_every_n_steps``: with it set,
 images are made after every n-th epoch and the steps setting is ignored.
