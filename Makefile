@@ -4,8 +4,12 @@
 
 VENV ?= .venv
 PYTHON ?= python3
-# The CPU wheel in CI and on dev machines; on the GPU box: make up TORCH="torch --index-url ..."
-TORCH ?= torch==2.13.0
+# The one statement of the torch version lorabox is built and tested with: the Dockerfile's
+# base image and the README name the same (tests/deploy/test_image.py checks they agree).
+TORCH_VERSION := 2.13.0
+# The CPU wheel in CI and on dev machines; on the GPU box:
+# make up TORCH="torch==$(TORCH_VERSION) --index-url https://download.pytorch.org/whl/cu128"
+TORCH ?= torch==$(TORCH_VERSION)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lorabox-installed
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
 
-import core
-
-REPO_ROOT = Path(core.__file__).resolve().parent.parent
-
 
 def alembic_config(database_url: str) -> Config:
-    cfg = Config(str(REPO_ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    # The revisions ship inside the installed package (a wheel has no repository root and no
+    # alembic.ini); alembic.ini serves only the `alembic` command in a checkout.
+    cfg = Config()
+    cfg.set_main_option("script_location", str(files("migrations")))
     cfg.attributes["database_url"] = database_url
     return cfg
 
