@@ -184,13 +184,13 @@ def insert_job(settings: Settings, owner: str = "alice", **values: Any) -> str:
 
 
 @pytest.fixture(scope="session")
-def job_body(
+def watch_job_body(
     watch_stack: WatchStack,
     make_zip: Callable[..., bytes],
     make_png: Callable[..., bytes],
     payload: Callable[..., dict[str, Any]],
 ) -> Callable[..., dict[str, Any]]:
-    """``job_body(model=..., **params)``: a submit body on a one-image dataset."""
+    """``watch_job_body(model=..., **params)``: a submit body on a one-image dataset."""
     dataset = watch_stack.dataset(
         make_zip({"1_toy/a.png": make_png(64, 64, (10, 200, 90)), "1_toy/a.txt": b"a toy"})
     )

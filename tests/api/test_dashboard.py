@@ -92,13 +92,13 @@ def _sign_in(driver, url: str, token: str) -> None:
 
 
 def test_the_dashboard_follows_a_job_to_succeeded_and_downloads_its_lora(
-    browser, watch_stack, job_body, tmp_path
+    browser, watch_stack, watch_job_body, tmp_path
 ):
     from selenium.webdriver.common.by import By
 
     params = dict(epoch=2, save_every_n_epochs=1, sample_every_n_epochs=1,
                   sample_prompts="a toy --w 64 --h 64 --s 2 --d 3")  # fmt: skip
-    job = watch_stack.submit(job_body(**params) | {"name": "browser"})
+    job = watch_stack.submit(watch_job_body(**params) | {"name": "browser"})
     _sign_in(browser, watch_stack.url, watch_stack.tokens["alice"])
     _wait(lambda: browser.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job["id"]}"]'), 30,
           "the job in the queue")  # fmt: skip
@@ -125,13 +125,13 @@ def test_the_dashboard_follows_a_job_to_succeeded_and_downloads_its_lora(
     assert (tmp_path / "dashboard-job.png").stat().st_size > 10_000
 
 
-def test_the_cancel_button_cancels_a_queued_job(browser, watch_stack, job_body):
+def test_the_cancel_button_cancels_a_queued_job(browser, watch_stack, watch_job_body):
     from selenium.webdriver.common.by import By
 
     admin = watch_stack.as_("admin")
     watch_stack.client.post("/v1/queue/pause", headers=admin)
     try:
-        job = watch_stack.submit(job_body())
+        job = watch_stack.submit(watch_job_body())
         _sign_in(browser, watch_stack.url, watch_stack.tokens["alice"])
         browser.get(f"{watch_stack.url}/#/jobs/{job['id']}")
         _wait(lambda: _text(browser, "job-status") == "queued", 30, "the queued job")

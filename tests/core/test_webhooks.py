@@ -160,9 +160,11 @@ def test_the_webhook_migration_runs_down_and_up_on_sqlite_and_postgres(tmp_path,
 
 
 @pytest.mark.slow
-def test_a_job_that_fails_in_the_worker_posts_its_error(watch_stack, watched, receiver, job_body):
+def test_a_job_that_fails_in_the_worker_posts_its_error(
+    watch_stack, watched, receiver, watch_job_body
+):
     hook = receiver(200)
-    body = job_body(model="corrupt-sdxl") | {"notify_url": hook.url}
+    body = watch_job_body(model="corrupt-sdxl") | {"notify_url": hook.url}
     job = watch_stack.submit(body)
     secret = watch_stack.get("/v1/me").json()["webhook_secret"]
     hook.wait_for(1, timeout_s=120)
