@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweep_partial_uploads(settings)  # an upload cut by a crash or restart leaves nothing
         ctx = AppContext(
             settings=settings,
-            db=Database(settings.database_url),
+            db=Database.for_settings(settings),
             broker=Broker(settings),
             hashes=HashCache(settings.cache_dir / "model-hashes.json"),
             auth=AuthCache(settings.auth_cache_s),

@@ -27,7 +27,7 @@ def _db_upgrade(settings: Settings) -> None:
 
 
 def _user_count(settings: Settings) -> int:
-    db = Database(settings.database_url, pool_size=1)
+    db = Database.for_settings(settings, pool_size=1)
     try:
         with db.reading() as session:
             return int(session.scalar(sa.select(sa.func.count()).select_from(User)) or 0)
@@ -105,7 +105,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_user(args: argparse.Namespace) -> int:
     settings = get_settings()
     _db_upgrade(settings)
-    db = Database(settings.database_url, pool_size=1)
+    db = Database.for_settings(settings, pool_size=1)
     try:
         with db.writing() as session:
             if args.user_command == "add":

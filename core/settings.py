@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.db.deadline import CallLimits
+
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
@@ -25,6 +27,17 @@ class Settings(BaseSettings):
     # Redis re-delivers an unacked message after this long even while it still runs;
     # the claim makes that harmless, a long value just avoids the noise.
     broker_visibility_timeout_s: int = 7 * 24 * 3600
+
+    # Bounds on every database call, from the client side (a server that hangs answers no
+    # server-side timeout): docs/reliability.md, "Database hangs". A call still waiting after
+    # `db_call_timeout_s` (`db_loop_call_timeout_s` for the API's event-loop reads) fails and
+    # its connection is dropped; `db_statement_timeout_s` is Postgres' own statement_timeout.
+    db_call_timeout_s: float = Field(default=3.0, gt=0)
+    db_loop_call_timeout_s: float = Field(default=0.5, gt=0)
+    db_statement_timeout_s: float = Field(default=2.5, gt=0)
+    # Socket timeouts on the broker's connections (kombu, redis-py): a Redis that hangs fails a
+    # send after this long instead of freezing it; the reconciler re-sends the message later.
+    broker_timeout_s: float = Field(default=2.0, gt=0)
 
     # `lorabox api` processes: about one per core the API may use (status polls are CPU-bound).
     api_workers: int = Field(default=1, ge=1)
@@ -69,6 +82,13 @@ class Settings(BaseSettings):
     # How a trainer process starts (worker.trainer_process): "auto" forks it from a server that
     # imported the ML stack once when torch has no GPU support, and spawns it fresh otherwise.
     trainer_start_method: Literal["auto", "spawn", "forkserver"] = "auto"
+
+    def db_limits(self) -> CallLimits:
+        return CallLimits(
+            call_timeout_s=self.db_call_timeout_s,
+            loop_call_timeout_s=self.db_loop_call_timeout_s,
+            statement_timeout_s=self.db_statement_timeout_s,
+        )
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:

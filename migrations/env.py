@@ -13,7 +13,7 @@ url = config.attributes.get("database_url") or get_settings().database_url
 
 
 def run_migrations() -> None:
-    db = Database(url, pool_size=1)
+    db = Database(url, pool_size=1, limits=None)  # a long migration must not be cut short
     try:
         with db.engine.connect() as connection:
             context.configure(

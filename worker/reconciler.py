@@ -11,7 +11,7 @@ import logging
 import threading
 
 from core.db import Database
-from core.jobs.broker import Broker
+from core.jobs.broker import Broker, send_or_defer
 from core.jobs.recovery import reconcile
 from core.settings import Settings
 
@@ -22,14 +22,14 @@ class Reconciler(threading.Thread):
     def __init__(self, settings: Settings) -> None:
         super().__init__(name="lorabox-reconciler", daemon=True)
         self.settings = settings
-        self.db = Database(settings.database_url, pool_size=1)
+        self.db = Database.for_settings(settings, pool_size=1)
         self.broker = Broker(settings)  # its own connection: kombu's are not thread-safe
         self.stopped = threading.Event()
 
     def run_once(self) -> list[str]:
         ids = reconcile(self.db, self.settings)
         for job_id in ids:
-            self.broker.enqueue(job_id)
+            send_or_defer(self.broker, self.db, self.settings, job_id)
         if ids:
             log.warning("reconciler re-enqueued %s", ", ".join(ids))
         return ids

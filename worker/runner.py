@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from core.db import Artifact, Database, Job
 from core.db.tables import JobStatus, utcnow
 from core.jobs.artifacts import LOG_NAME, forget_lost_artifacts, register_artifact
-from core.jobs.broker import Broker
+from core.jobs.broker import Broker, send_or_defer
 from core.jobs.events import record_event
 from core.jobs.queue import is_paused
 from core.jobs.recovery import release
@@ -49,7 +49,7 @@ class WorkerContext:
         settings.ensure_dirs()
         gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "any")
         worker_id = f"{socket.gethostname()}:{os.getpid()}:gpu{gpu}"
-        db = Database(settings.database_url, pool_size=2)
+        db = Database.for_settings(settings, pool_size=2)
         return cls(settings, db, worker_id, Broker(settings))
 
 
@@ -64,7 +64,7 @@ def wait_while_paused(ctx: WorkerContext, job_id: str) -> bool:
         if not paused:
             return True
         if shutdown_requested.is_set():  # this message is acked on return: send a new one
-            ctx.broker.enqueue(job_id)
+            send_or_defer(ctx.broker, ctx.db, ctx.settings, job_id)
             return False
         time.sleep(ctx.settings.pause_poll_interval_s)
 
@@ -165,7 +165,7 @@ def _record_end(ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome)
                 lost=outcome.release != "shutdown", detail=outcome.message,
             )  # fmt: skip
         if status == JobStatus.QUEUED:
-            ctx.broker.enqueue(job_id)
+            send_or_defer(ctx.broker, ctx.db, ctx.settings, job_id)
         return
     if outcome.status is None:
         return
@@ -199,7 +199,9 @@ def _record_end(ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome)
 def run_job(ctx: WorkerContext, job_id: str, *, target: Target = train_in_child) -> str | None:
     """Runs one job if it is still ours to run; returns its final status (None: skipped)."""
     if shutdown_requested.is_set():  # Celery may deliver one more during a warm shutdown
-        ctx.broker.enqueue(job_id)  # this message is acked on return: leave a new one
+        send_or_defer(
+            ctx.broker, ctx.db, ctx.settings, job_id
+        )  # this message is acked on return: leave a new one
         return None
     if not wait_while_paused(ctx, job_id):
         log.info("job %s is no longer queued; nothing to do", job_id)

@@ -72,6 +72,10 @@ class Supervisor:
         self._shutting_down = False
         self._cancel_seen: float | None = None  # when the trainer was first told to abort
         self._killed = False  # ... and was killed for not stopping within cancel_grace_s
+        # Set by the lease watchdog when the grace ran out: the trainer is killed and this
+        # attempt writes nothing more, whatever a database call in flight is doing.
+        self._fenced = threading.Event()
+        self._last_warning = 0.0
 
     def run(self, launch: TrainerLaunch, target: Target) -> Outcome:
         mp = trainer_context(self.settings.trainer_start_method)
@@ -92,6 +96,11 @@ class Supervisor:
             return Outcome(None, "worker_lost", detail, release="trainer_died")
         finally:
             lifeline.close()
+        watching = threading.Event()
+        watchdog = threading.Thread(
+            target=self._fence_by_clock, args=(child, watching), name="lease-watchdog", daemon=True
+        )
+        watchdog.start()
         try:
             outcome = self._supervise(child, events, stop_flag)
         except Fenced as exc:
@@ -103,6 +112,7 @@ class Supervisor:
             stop_flag.value = STOP_ABORT
             outcome = Outcome(None)
         finally:
+            watching.set()
             child.join(timeout=60)
             if child.is_alive():
                 child.kill()
@@ -114,9 +124,28 @@ class Supervisor:
             outcome = Outcome(None, "worker_lost", detail, release="trainer_died")
         return outcome
 
+    def _fence_by_clock(self, child: Any, done: threading.Event) -> None:
+        """The lease's deadline, checked on its own thread: a database call that hangs (a
+        partition, a failing-over server) blocks the supervisor's loop, never this check."""
+        while not done.wait(0.1):
+            if time.monotonic() - self._renewed < self._grace_s:
+                continue
+            self._fenced.set()
+            log.warning(
+                "job %s attempt %s: lease not renewed for %.1f s; killing its trainer",
+                self.job_id, self.attempt, time.monotonic() - self._renewed,
+            )  # fmt: skip
+            child.kill()  # a step or a save in progress must not finish: someone else may run
+            return
+
+    def _check_fence(self) -> None:
+        if self._fenced.is_set():
+            raise LeaseLost(self.job_id)
+
     def _supervise(self, child: Any, events: Any, stop_flag: Any) -> Outcome | None:
         outcome: Outcome | None = None
         while outcome is None:
+            self._check_fence()
             message = _next_message(events, child)
             if message is _DEAD:
                 break
@@ -151,6 +180,7 @@ class Supervisor:
     def _write_pending(self) -> None:
         """In order; an event stays pending while the database is unreachable."""
         while self._pending:
+            self._check_fence()
             try:
                 self.relay(self._pending[0])
             except OperationalError as exc:
@@ -163,6 +193,7 @@ class Supervisor:
             log.info("job %s: the worker is shutting down; handing the job back", self.job_id)
             self._shutting_down = True
         try:
+            self._check_fence()
             self._write_pending()
             self.relay.maybe_flush()
             now = time.monotonic()
@@ -173,9 +204,11 @@ class Supervisor:
                     self._cancel_seen = now
             if now >= self._next_beat:
                 self._next_beat = now + self.settings.heartbeat_interval_s
+                self._check_fence()
                 with self.db.writing() as session:
                     fenced_update(session, self.job_id, self.attempt, heartbeat_at=utcnow())
-                self._renewed = now
+                if not self._fenced.is_set():  # a renewal that answered after the fence is late
+                    self._renewed = now
         except OperationalError as exc:
             self._unreachable(exc)
         if self._shutting_down and stop_flag.value != STOP_ABORT:
@@ -196,13 +229,17 @@ class Supervisor:
 
     def _unreachable(self, exc: OperationalError) -> None:
         """Train on while the lease holds; past its grace, fence ourselves."""
-        down_s = time.monotonic() - self._renewed
-        log.warning("job %s: database unreachable for %.1f s: %s", self.job_id, down_s, exc)
+        now = time.monotonic()
+        down_s = now - self._renewed
+        if now - self._last_warning >= 1.0:  # a tick runs every 0.1 s
+            self._last_warning = now
+            log.warning("job %s: database unreachable for %.1f s: %s", self.job_id, down_s, exc)
         if down_s >= self._grace_s:
             raise LeaseLost(self.job_id) from exc
 
     def _flush_within_lease(self) -> None:
         while True:
+            self._check_fence()
             try:
                 self._write_pending()
                 if not self._pending:

@@ -76,7 +76,7 @@ async def current_user(
     key = digest(token)
     user = ctx.auth.get(key)
     if user is None:
-        with ctx.db.reading() as session:
+        with ctx.db.on_event_loop(), ctx.db.reading() as session:
             user = authenticate(session, token)
         if user is not None:
             ctx.auth.put(key, user)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
@@ -11,9 +10,9 @@ from api.schemas.jobs import ArtifactList, JobCreate, JobList, JobRead, JobStatu
 from api.views import artifact_read, fetch_job_read, many_jobs, one_job
 from core.jobs import artifacts as artifact_service
 from core.jobs import service
+from core.jobs.broker import send_or_defer
 from core.jobs.validation import validate_job
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
@@ -37,10 +36,7 @@ def submit_job(
         job_id = job.id
     # The message goes out only after the commit, so a worker always finds the row.
     if created:
-        try:
-            ctx.broker.enqueue(job_id)
-        except Exception:  # the row is the truth; a lost message is re-sent by the reconciler
-            log.exception("could not enqueue job %s", job_id)
+        send_or_defer(ctx.broker, ctx.db, ctx.settings, job_id)
     else:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{job_id}"
@@ -81,7 +77,8 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobRead)
 async def get_job(job_id: str, ctx: Ctx, user: CurrentUser) -> Response:
     """The job. Scripts poll this: it runs inline (indexed reads), no thread hop."""
-    job = ctx.db.read_polling(lambda conn: fetch_job_read(conn, user=user, job_id=job_id))
+    with ctx.db.on_event_loop():
+        job = ctx.db.read_polling(lambda conn: fetch_job_read(conn, user=user, job_id=job_id))
     return Response(job.model_dump_json(), media_type="application/json")
 
 

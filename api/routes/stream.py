@@ -33,7 +33,7 @@ async def job_events(
     Each event's `id` is its place in the job's event log: reconnect with
     `Last-Event-ID: k` (browsers do it themselves) to receive k+1 onward, no gap, no repeat.
     Data is JSON; `progress` carries the same fields as the job's `progress`."""
-    with ctx.db.reading() as session:
+    with ctx.db.on_event_loop(), ctx.db.reading() as session:
         get_job(session, user=user, job_id=job_id)  # 404 before the stream starts
     start = last_event_id if last_event_id is not None else after or 0
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
+
+from core.db.deadline import CALL_TIMEOUT, Breaker, CallLimits, CallWatchdog, install_bounds
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 _IMMEDIATE = "lorabox_immediate"
 T = TypeVar("T")
@@ -33,10 +39,30 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-class Database:
-    """An engine plus two session factories: reads, and writes that lock up front on SQLite."""
+def _postgres_connect_args(limits: CallLimits | None) -> dict[str, Any]:
+    if limits is None:  # migrations: a long ALTER must not be cut short
+        return {"connect_timeout": 5}
+    statement_ms = int(limits.statement_timeout_s * 1000)
+    return {
+        # libpq's connect_timeout is whole seconds, at least 2; it also bounds the start-up
+        # exchange, so a server that accepts and then hangs fails the connect in time.
+        "connect_timeout": max(2, math.ceil(limits.call_timeout_s)),
+        "options": f"-c statement_timeout={statement_ms}",
+    }
 
-    def __init__(self, url: str, *, pool_size: int = 20) -> None:
+
+DEFAULT_LIMITS = CallLimits()
+
+
+class Database:
+    """An engine plus two session factories: reads, and writes that lock up front on SQLite.
+
+    On Postgres every call is bounded by ``limits`` (``core.db.deadline``); ``limits=None``
+    leaves calls unbounded (migrations)."""
+
+    def __init__(
+        self, url: str, *, pool_size: int = 20, limits: CallLimits | None = DEFAULT_LIMITS
+    ) -> None:
         self.url = url
         is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"pool_pre_ping": not is_sqlite}
@@ -46,10 +72,10 @@ class Database:
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size
-            # An unreachable server fails fast (503, a retried heartbeat), never hangs a request.
-            kwargs["connect_args"] = {"connect_timeout": 5}
+            kwargs["connect_args"] = _postgres_connect_args(limits)
         self.engine = sa.create_engine(url, **kwargs)
         self.is_sqlite = is_sqlite
+        self.limits = limits
         if is_sqlite:
             _configure_sqlite(self.engine)
         write_engine = self.engine.execution_options(**{_IMMEDIATE: True})
@@ -64,9 +90,38 @@ class Database:
             )
         self.read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.write_sessions = sessionmaker(write_engine, expire_on_commit=False)
+        self.breaker: Breaker | None = None
+        if limits is not None and not is_sqlite:
+            self.breaker = Breaker(self._probe, limits.probe_interval_s)
+            watchdog = CallWatchdog(self.breaker.trip)
+            for engine in (self.engine, self._polling):
+                install_bounds(engine, watchdog, self.breaker, limits.call_timeout_s)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, *, pool_size: int = 20) -> Database:
+        return cls(settings.database_url, pool_size=pool_size, limits=settings.db_limits())
+
+    def _check(self) -> None:
+        if self.breaker is not None:
+            self.breaker.check()
+
+    @contextmanager
+    def on_event_loop(self) -> Iterator[None]:
+        """For the calls the API makes on its event loop: they fail at once while the breaker
+        is open, and wait at most ``loop_call_timeout_s`` (each blocks every request)."""
+        self._check()
+        if self.limits is None:
+            yield
+            return
+        token = CALL_TIMEOUT.set(self.limits.loop_call_timeout_s)
+        try:
+            yield
+        finally:
+            CALL_TIMEOUT.reset(token)
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
+        self._check()
         with self.read_sessions() as session:
             yield session
 
@@ -74,6 +129,7 @@ class Database:
         """``read(conn)`` on a plain Core connection: the hot read path (status polls), with no
         ORM session to set up and tear down. A read that finds its pooled connection dropped by
         the server (a restart) is retried once on a new one, as a pre-ping would have done."""
+        self._check()
         for attempt in (1, 2):
             try:
                 with self._polling.connect() as conn:
@@ -81,15 +137,21 @@ class Database:
             except sa.exc.DBAPIError as exc:
                 if attempt == 2 or not exc.connection_invalidated:
                     raise
+                self._check()  # dropped for a timeout (the breaker is open): no retry
         raise AssertionError("unreachable")
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
         """A transaction committed on success, rolled back on error."""
+        self._check()
         with self.write_sessions() as session, session.begin():
             yield session
 
     def ping(self) -> None:
+        self._check()
+        self._probe()
+
+    def _probe(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 

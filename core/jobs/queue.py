@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -9,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.db.tables import Job, JobStatus, QueueState, User, utcnow
 from core.errors import Forbidden
+from core.settings import Settings
 
 
 def is_paused(session: Session) -> bool:
@@ -61,4 +63,17 @@ def queued_ids_in_order(session: Session) -> list[str]:
         session.scalars(
             sa.select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at, Job.id)
         )
+    )
+
+
+def mark_unsent(session: Session, settings: Settings, *, job_id: str) -> None:
+    """A queued job whose message could not be sent (the broker hangs or is down): dating its
+    last send a full ``requeue_after_s`` back makes the reconciler's next pass send it
+    (``core.jobs.recovery.resend_unclaimed``), not one ``requeue_after_s`` later."""
+    long_ago = utcnow() - timedelta(seconds=settings.requeue_after_s + 1)
+    session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(heartbeat_at=long_ago)
+        .execution_options(synchronize_session=False)
     )

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from core.settings import Settings
 from tests.conftest import require
-from tests.worker.conftest import Stack, free_port, service_env
+from tests.worker.conftest import Stack, free_port, served, service_env
 from tests.worker.faults import trainer_starts
 
 # Leases short enough to expire within a test, long enough that a busy 2-core CI box
@@ -138,6 +138,29 @@ def fault_stack(home: Path, models_dir: Path, **settings: Any) -> Iterator[Fault
             faults.stop_all()
 
 
+@contextlib.contextmanager
+def served_fault_stack(home: Path, models_dir: Path, **settings: Any) -> Iterator[Faults]:
+    """As ``fault_stack``, with the API in its own `lorabox api` process (uvicorn's event loop,
+    as in production: a TestClient runs sync routes in a thread of the test's own process)
+    and an httpx client on it. The API takes its settings from the environment, so a setting
+    the API needs must be one ``service_env`` passes."""
+    from tests.worker.conftest import prepare
+
+    options: dict[str, Any] = {"progress_interval_s": 0.5, "flag_poll_interval_s": 0.2}
+    config = Settings(home=home, models_dir=models_dir, **(options | settings))
+    tokens = prepare(config)
+    markers = home / "trainer-starts"
+    markers.mkdir()
+    faults: Faults | None = None
+    try:
+        with served(config, worker=False) as (client, logs):
+            faults = Faults(Stack(client, config, tokens, logs), markers)
+            yield faults
+    finally:
+        if faults is not None:
+            faults.stop_all()
+
+
 def _json(value: Any) -> dict[str, Any]:
     import json
 
@@ -162,6 +185,29 @@ def pid_alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
     return True
+
+
+class ExitWatch(threading.Thread):
+    """Notes when a process ends (polled every 20 ms), so a test can do other things and
+    still tell when it happened: ``ended_at`` (monotonic) and ``ended_wall`` (time.time())."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(name=f"exit-watch-{pid}", daemon=True)
+        self.pid = pid
+        self.ended_at: float | None = None
+        self.ended_wall: float | None = None
+        self.start()
+
+    def run(self) -> None:
+        while pid_alive(self.pid):
+            time.sleep(0.02)
+        self.ended_wall, self.ended_at = time.time(), time.monotonic()
+
+    def wait(self, timeout_s: float) -> float:
+        """The monotonic time it ended; fails if it is still alive after ``timeout_s``."""
+        self.join(timeout_s)
+        assert self.ended_at is not None, f"process {self.pid} still alive after {timeout_s} s"
+        return self.ended_at
 
 
 # --- private servers -------------------------------------------------------------------
@@ -212,13 +258,21 @@ def private_redis(workdir: Path) -> Iterator[PrivateRedis]:
 
 class TcpProxy:
     """127.0.0.1:port -> target. ``cut()`` closes every connection and refuses new ones
-    (as a dead network or a database host going away would); ``restore()`` listens again."""
+    (as a dead network or a database host going away would); ``restore()`` listens again.
+
+    ``hang()`` stops forwarding in both directions but keeps every connection open, and
+    accepts new ones (opening their upstream) without forwarding a byte on them either: a
+    server that stops answering, or a partition that drops packets without resetting
+    anything. ``flow()`` ends it: what was sent meanwhile (bytes, and the closes) is delivered
+    then, in order, as a healed partition would. A hang outlasts ``cut()``/``restore()``."""
 
     def __init__(self, target_port: int) -> None:
         self.port, self.target_port = free_port(), target_port
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     def restore(self) -> None:
         listener = socket.socket()
@@ -241,6 +295,12 @@ class TcpProxy:
                 conn.close()
             self._conns.clear()
 
+    def hang(self) -> None:
+        self._flowing.clear()
+
+    def flow(self) -> None:
+        self._flowing.set()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -252,21 +312,36 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # an idle server is no reason to close the connection
             with self._lock:
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        """source -> sink until either closes; while hanging, holds what it read (one chunk;
+        the rest waits in the kernel's buffers) and the end of the stream too."""
+        try:
+            while True:
+                try:
+                    data = source.recv(65536)
+                except OSError:  # reset, or closed by cut()
+                    data = b""
+                if not self._held_until_flow(sink) or not data:
+                    return
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
 
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
+    def _held_until_flow(self, sink: socket.socket) -> bool:
+        """False if ``cut()`` closed the connection while it was held."""
+        while not self._flowing.wait(0.2):
+            if sink.fileno() == -1:
+                return False
+        return True
 
 
 @contextlib.contextmanager
