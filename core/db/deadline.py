@@ -49,40 +49,6 @@ class CallLimits:
 CALL_TIMEOUT: ContextVar[float | None] = ContextVar("lorabox_db_call_timeout", default=None)
 
 
-def _connect_within(connect: Callable[[], Any], timeout_s: float, watchdog: CallWatchdog) -> Any:
-    """A connect on the event loop: libpq's connect_timeout is whole seconds (at least 2),
-    far past the loop's bound, and a connect has no socket to watch until it returns. So it
-    runs in a thread of its own, waited for ``timeout_s``; one that answers late is closed."""
-    outcome: dict[str, Any] = {}
-    lock, done = threading.Lock(), threading.Event()
-
-    def run() -> None:
-        try:
-            connection = connect()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            outcome["error"] = exc
-            connection = None
-        with lock:
-            if outcome.get("abandoned") and connection is not None:
-                with contextlib.suppress(Exception):
-                    connection.close()
-                return
-            outcome["connection"] = connection
-            done.set()
-
-    threading.Thread(target=run, name="db-connect", daemon=True).start()
-    if not done.wait(timeout_s):
-        with lock:
-            if not done.is_set():
-                outcome["abandoned"] = True
-        if outcome.get("abandoned"):
-            watchdog.timed_out(timeout_s)
-            raise DatabaseUnavailable(f"the database did not accept a connection in {timeout_s} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["connection"]
-
-
 # Set while the breaker's own probe runs: the one caller that may connect while it is open.
 PROBING: ContextVar[bool] = ContextVar("lorabox_db_probing", default=False)
 
@@ -100,8 +66,8 @@ class _Armed:
     deadline: float
     token: int
     fileno: int = -1
+    inode: int = -1  # the socket's identity: a closed fd's number may be reused meanwhile
     timeout_s: float = 0.0
-    expired: bool = False
 
 
 class CallWatchdog:
@@ -121,7 +87,8 @@ class CallWatchdog:
         if timeout_s is None or fileno < 0:
             yield
             return
-        armed = _Armed(time.monotonic() + timeout_s, next(self._tokens), fileno, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        armed = _Armed(deadline, next(self._tokens), fileno, _inode(fileno), timeout_s)
         with self._wake:
             self._start()
             self._live[armed.token] = armed
@@ -159,9 +126,11 @@ class CallWatchdog:
                     continue
                 late = heapq.heappop(self._heap)
                 self._live.pop(late.token, None)
-            # The breaker opens first: the caller woken below must not retry on a new connection.
-            self._on_timeout(late.timeout_s)
-            _shut_down(late.fileno)
+                # The breaker opens first: the caller woken here must not retry on a new
+                # connection. Under the lock, so the call can't leave ``bounded`` meanwhile.
+                self._on_timeout(late.timeout_s)
+                if _inode(late.fileno) == late.inode:  # libpq may have closed it (a reset)
+                    _shut_down(late.fileno)
             log.warning("database call got no answer in %.1f s: connection dropped", late.timeout_s)
 
 
@@ -173,6 +142,13 @@ def _fileno(dbapi_connection: Any) -> int:
         return int(fileno())
     except Exception:  # noqa: BLE001 - a closed connection has no socket to watch
         return -1
+
+
+def _inode(fileno: int) -> int:
+    try:
+        return os.fstat(fileno).st_ino
+    except OSError:
+        return -2
 
 
 def _shut_down(fileno: int) -> None:
@@ -222,6 +198,40 @@ class Breaker:
             log.warning("database answers again after %.1f s", self.open_for_s or 0.0)
             self._opened_at = None
             return
+
+
+def _connect_within(connect: Callable[[], Any], timeout_s: float, watchdog: CallWatchdog) -> Any:
+    """A connect on the event loop: libpq's connect_timeout is whole seconds (at least 2),
+    far past the loop's bound, and a connect has no socket to watch until it returns. So it
+    runs in a thread of its own, waited for ``timeout_s``; one that answers late is closed."""
+    outcome: dict[str, Any] = {}
+    lock, done = threading.Lock(), threading.Event()
+
+    def run() -> None:
+        try:
+            connection = connect()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome["error"] = exc
+            connection = None
+        with lock:
+            if outcome.get("abandoned") and connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.close()
+                return
+            outcome["connection"] = connection
+            done.set()
+
+    threading.Thread(target=run, name="db-connect", daemon=True).start()
+    if not done.wait(timeout_s):
+        with lock:
+            if not done.is_set():
+                outcome["abandoned"] = True
+        if outcome.get("abandoned"):
+            watchdog.timed_out(timeout_s)
+            raise DatabaseUnavailable(f"the database did not accept a connection in {timeout_s} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["connection"]
 
 
 def install_bounds(
