@@ -16,9 +16,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from core.catalog.hashing import sha256_file
 from core.db import Database, Job, JobMetric
 from core.db.tables import JobStatus
-from core.jobs.artifacts import register_artifact, unregister_artifact
+from core.jobs.artifacts import job_file, register_artifact, unregister_artifact
 from core.jobs.events import record_event
 from core.settings import Settings
 from trainer.hooks import (
@@ -97,6 +98,8 @@ class EventRelay(EventHandler):
         self._write_now(event, "epoch")
 
     def on_artifact_saved(self, event: ArtifactSaved) -> None:
+        path = job_file(self.settings, self.job_id, event.path)
+        digest = sha256_file(path) if path is not None else None  # before taking the row lock
         with self._recording(event, "artifact") as session:
             register_artifact(
                 session,
@@ -106,6 +109,7 @@ class EventRelay(EventHandler):
                 kind=event.kind,
                 epoch=event.epoch,
                 step=event.step,
+                sha256=digest,
             )
 
     def on_artifact_removed(self, event: ArtifactRemoved) -> None:

@@ -143,9 +143,12 @@ def _latest_state(session: Any, settings: Settings, job_id: str) -> Path | None:
     return settings.jobs_dir / job_id / name if name else None
 
 
-def finish(ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome) -> None:
-    """Records the end, retrying while the database is unreachable (within the lease)."""
-    deadline = time.monotonic() + ctx.settings.lease_timeout_s * 0.75
+def finish(
+    ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome, renewed_at: float
+) -> None:
+    """Records the end, retrying while the database is unreachable, within the grace the
+    lease still gives (counted from its last renewal, as the supervisor's fence is)."""
+    deadline = renewed_at + ctx.settings.lease_timeout_s * 0.75
     while True:
         try:
             _record_end(ctx, job_id, attempt, outcome)
@@ -206,14 +209,22 @@ def run_job(ctx: WorkerContext, job_id: str, *, target: Target = train_in_child)
     if not wait_while_paused(ctx, job_id):
         log.info("job %s is no longer queued; nothing to do", job_id)
         return None
+    claimed_at = time.monotonic()
     attempt = claim(ctx, job_id)
     if attempt is None:
         log.info("job %s was claimed elsewhere or cancelled; nothing to do", job_id)
         return None
     log.info("job %s attempt %s started", job_id, attempt)
-    supervisor = Supervisor(ctx.db, ctx.settings, job_id, attempt)
-    outcome = supervisor.run(trainer_launch(ctx, job_id), target)
-    finish(ctx, job_id, attempt, outcome)
+    supervisor = Supervisor(ctx.db, ctx.settings, job_id, attempt, claimed_at)
+    try:
+        launch = trainer_launch(ctx, job_id)
+    except (ValueError, KeyError) as exc:  # a stored config or plan this version can't read
+        log.exception("job %s: its stored config or plan can't be read", job_id)
+        message = f"the stored job can't be read by this lorabox version: {exc}"
+        outcome = Outcome(JobStatus.FAILED, "invalid_job", message)
+    else:
+        outcome = supervisor.run(launch, target)
+    finish(ctx, job_id, attempt, outcome, supervisor.renewed_at)
     log.info(
         "job %s attempt %s ended: %s %s",
         job_id, attempt, outcome.status or outcome.release or "fenced", outcome.error_code or "",

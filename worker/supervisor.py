@@ -60,13 +60,22 @@ _DEAD = ("dead", None)
 
 
 class Supervisor:
-    def __init__(self, db: Database, settings: Settings, job_id: str, attempt: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        job_id: str,
+        attempt: int,
+        claimed_at: float | None = None,
+    ) -> None:
         self.db, self.settings, self.job_id, self.attempt = db, settings, job_id, attempt
         self.relay = EventRelay(db, settings, job_id, attempt)
         self._pending: deque[Event] = deque()  # events the database could not take yet
         self._next_poll = 0.0
         self._next_beat = time.monotonic() + settings.heartbeat_interval_s
-        self._renewed = time.monotonic()
+        # The lease began when the claim was sent (its heartbeat_at is from before it), not
+        # when this object was built: a slow claim must not stretch the grace.
+        self._renewed = claimed_at if claimed_at is not None else time.monotonic()
         # Stop before the lease can expire elsewhere: a reconciler acts at lease_timeout_s.
         self._grace_s = settings.lease_timeout_s * 0.75
         self._shutting_down = False
@@ -113,12 +122,15 @@ class Supervisor:
             outcome = Outcome(None)
         finally:
             watching.set()
+            watchdog.join()
             child.join(timeout=60)
             if child.is_alive():
                 child.kill()
                 child.join()
             held.close()
             _remove_partial_files(launch, child.pid)
+        if self._fenced.is_set():  # fenced as the run ended: its end is not ours to record
+            return Outcome(None)
         if outcome is None:
             detail = f"the trainer process died (exit code {child.exitcode})"
             outcome = Outcome(None, "worker_lost", detail, release="trainer_died")
@@ -137,6 +149,11 @@ class Supervisor:
             )  # fmt: skip
             child.kill()  # a step or a save in progress must not finish: someone else may run
             return
+
+    @property
+    def renewed_at(self) -> float:
+        """When the lease was last renewed (``time.monotonic``)."""
+        return self._renewed
 
     def _check_fence(self) -> None:
         if self._fenced.is_set():

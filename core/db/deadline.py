@@ -66,7 +66,7 @@ class _Armed:
     deadline: float
     token: int
     fileno: int = -1
-    inode: int = -1  # the socket's identity: a closed fd's number may be reused meanwhile
+    identity: tuple[int, int] = (-1, -1)  # (st_dev, st_ino): fd numbers are reused
     timeout_s: float = 0.0
 
 
@@ -88,7 +88,7 @@ class CallWatchdog:
             yield
             return
         deadline = time.monotonic() + timeout_s
-        armed = _Armed(deadline, next(self._tokens), fileno, _inode(fileno), timeout_s)
+        armed = _Armed(deadline, next(self._tokens), fileno, _identity(fileno), timeout_s)
         with self._wake:
             self._start()
             self._live[armed.token] = armed
@@ -129,8 +129,7 @@ class CallWatchdog:
                 # The breaker opens first: the caller woken here must not retry on a new
                 # connection. Under the lock, so the call can't leave ``bounded`` meanwhile.
                 self._on_timeout(late.timeout_s)
-                if _inode(late.fileno) == late.inode:  # libpq may have closed it (a reset)
-                    _shut_down(late.fileno)
+                _shut_down(late.fileno, late.identity)
             log.warning("database call got no answer in %.1f s: connection dropped", late.timeout_s)
 
 
@@ -144,28 +143,44 @@ def _fileno(dbapi_connection: Any) -> int:
         return -1
 
 
-def _inode(fileno: int) -> int:
+def _identity(fileno: int) -> tuple[int, int]:
     try:
-        return os.fstat(fileno).st_ino
+        stat = os.fstat(fileno)
     except OSError:
-        return -2
+        return (-2, -2)
+    return (stat.st_dev, stat.st_ino)
 
 
-def _shut_down(fileno: int) -> None:
-    """Wakes the thread blocked on this socket (it reads EOF); the fd stays owned by libpq."""
-    with contextlib.suppress(OSError):
+def _shut_down(fileno: int, identity: tuple[int, int]) -> None:
+    """Wakes the thread blocked on this socket (it reads EOF); the fd stays owned by libpq.
+    The duplicate is checked, not the number: libpq may have closed the fd (a reset) and the
+    number been reused by another socket since."""
+    try:
         dup = os.dup(fileno)
-        with socket.socket(fileno=dup) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return
+    try:
+        if _identity(dup) == identity:
+            with socket.socket(fileno=os.dup(dup)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        os.close(dup)
 
 
 class Breaker:
-    """Open after a call timed out; closed again by a probe that reaches the server."""
+    """Open after a call timed out; closed again by a probe that reaches the server.
+
+    The first probe runs at once: a server that was only slow (a lock, a checkpoint) closes
+    the breaker again within one round trip; a hung one keeps it open, probed every
+    ``interval_s`` with the full call bound."""
 
     def __init__(self, probe: Callable[[], None], interval_s: float) -> None:
         self._probe, self._interval_s = probe, interval_s
         self._opened_at: float | None = None
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
 
     @property
     def open_for_s(self) -> float | None:
@@ -181,29 +196,57 @@ class Breaker:
 
     def trip(self, _timeout_s: float) -> None:
         with self._lock:
-            if self._opened_at is not None:
+            if self._opened_at is not None or self._stopped.is_set():
                 return
             self._opened_at = time.monotonic()
         threading.Thread(target=self._probe_until_closed, name="db-probe", daemon=True).start()
 
+    def stop(self) -> None:
+        self._stopped.set()
+
     def _probe_until_closed(self) -> None:
-        PROBING.set(True)  # this thread's own context
-        while True:
-            time.sleep(self._interval_s)
+        PROBING.set(True)  # this thread's own context: it may connect while open
+        CALL_TIMEOUT.set(None)  # and waits the full bound, whoever tripped the breaker
+        while not self._stopped.is_set():
             try:
                 self._probe()
-            except sa.exc.SQLAlchemyError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure: still down, probe again
                 log.info("database still unreachable: %s", type(exc).__name__)
+                self._stopped.wait(self._interval_s)
                 continue
-            log.warning("database answers again after %.1f s", self.open_for_s or 0.0)
-            self._opened_at = None
+            with self._lock:
+                log.warning("database answers again after %.1f s", self.open_for_s or 0.0)
+                self._opened_at = None
             return
 
 
-def _connect_within(connect: Callable[[], Any], timeout_s: float, watchdog: CallWatchdog) -> Any:
+class _Spares:
+    """Connections that answered after their event-loop caller gave up (a slow TLS handshake to
+    a distant server): the next connect takes one instead of starting over, so a server that
+    is slow to connect, not hung, still gets its pool filled."""
+
+    def __init__(self, keep: int = 2) -> None:
+        self._keep, self._items, self._lock = keep, list[Any](), threading.Lock()
+
+    def put(self, connection: Any) -> None:
+        with self._lock:
+            if len(self._items) < self._keep:
+                self._items.append(connection)
+                return
+        with contextlib.suppress(Exception):
+            connection.close()
+
+    def take(self) -> Any | None:
+        with self._lock:
+            return self._items.pop() if self._items else None
+
+
+def _connect_within(
+    connect: Callable[[], Any], timeout_s: float, watchdog: CallWatchdog, spares: _Spares
+) -> Any:
     """A connect on the event loop: libpq's connect_timeout is whole seconds (at least 2),
     far past the loop's bound, and a connect has no socket to watch until it returns. So it
-    runs in a thread of its own, waited for ``timeout_s``; one that answers late is closed."""
+    runs in a thread of its own, waited for ``timeout_s``; one that answers late is kept."""
     outcome: dict[str, Any] = {}
     lock, done = threading.Lock(), threading.Event()
 
@@ -214,9 +257,9 @@ def _connect_within(connect: Callable[[], Any], timeout_s: float, watchdog: Call
             outcome["error"] = exc
             connection = None
         with lock:
-            if outcome.get("abandoned") and connection is not None:
-                with contextlib.suppress(Exception):
-                    connection.close()
+            if outcome.get("abandoned"):
+                if connection is not None:
+                    spares.put(connection)
                 return
             outcome["connection"] = connection
             done.set()
@@ -227,7 +270,7 @@ def _connect_within(connect: Callable[[], Any], timeout_s: float, watchdog: Call
             if not done.is_set():
                 outcome["abandoned"] = True
         if outcome.get("abandoned"):
-            watchdog.timed_out(timeout_s)
+            watchdog.timed_out(timeout_s)  # the breaker's probe tells slow from hung
             raise DatabaseUnavailable(f"the database did not accept a connection in {timeout_s} s")
     if "error" in outcome:
         raise outcome["error"]
@@ -242,13 +285,18 @@ def install_bounds(
     breaker is open (a pool replacing a connection that failed its pre-ping would otherwise
     wait out ``connect_timeout``, on the event loop if that is where the call came from)."""
 
+    spares = _Spares()
+
     def connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
         if not PROBING.get():
             breaker.check()
+        if (spare := spares.take()) is not None:
+            return spare
         narrowed = CALL_TIMEOUT.get()
         if narrowed is None:
             return None  # SQLAlchemy connects, within libpq's connect_timeout
-        return _connect_within(lambda: dialect.connect(*cargs, **cparams), narrowed, watchdog)
+        make = lambda: dialect.connect(*cargs, **cparams)  # noqa: E731
+        return _connect_within(make, narrowed, watchdog, spares)
 
     sa.event.listen(engine, "do_connect", connect)
 

@@ -156,5 +156,7 @@ class Database:
             conn.execute(sa.text("SELECT 1"))
 
     def dispose(self) -> None:
+        if self.breaker is not None:
+            self.breaker.stop()  # its probe must not reopen connections after this
         self.engine.dispose()
         self._polling.dispose()

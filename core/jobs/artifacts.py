@@ -43,6 +43,13 @@ def artifact_file(
     return artifact, path
 
 
+def job_file(settings: Settings, job_id: str, name: str) -> Path | None:
+    """The file ``name`` of the job, if it exists inside the job's folder."""
+    root = job_dir(settings, job_id).resolve()
+    path = (root / name).resolve()
+    return path if path.is_relative_to(root) and path.is_file() else None
+
+
 def register_artifact(
     session: Session,
     settings: Settings,
@@ -52,13 +59,16 @@ def register_artifact(
     kind: str,
     epoch: int | None = None,
     step: int | None = None,
+    sha256: str | None = None,
 ) -> Artifact | None:
-    """Records a file the trainer published (hash and size); ignores paths outside the job."""
-    root = job_dir(settings, job_id).resolve()
-    path = (root / name).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    """Records a file the trainer published (hash and size); ignores paths outside the job.
+
+    Pass ``sha256`` when it was computed before the transaction: hashing a multi-GB state
+    inside it would hold the job's row lock meanwhile (a cancel would wait on it)."""
+    path = job_file(settings, job_id, name)
+    if path is None:
         return None
-    relative = path.relative_to(root).as_posix()
+    relative = path.relative_to(job_dir(settings, job_id).resolve()).as_posix()
     artifact = session.scalar(
         sa.select(Artifact).where(Artifact.job_id == job_id, Artifact.name == relative)
     )
@@ -67,7 +77,7 @@ def register_artifact(
         session.add(artifact)
     artifact.kind = kind
     artifact.size_bytes = path.stat().st_size
-    artifact.sha256 = sha256_file(path)
+    artifact.sha256 = sha256 or sha256_file(path)
     artifact.epoch = epoch
     artifact.step = step
     return artifact

@@ -10,12 +10,12 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from core.db import Artifact, JobEvent
+from core.db import Artifact, Job, JobEvent
 from core.jobs.artifacts import register_artifact
 from core.jobs.recovery import release
 from core.settings import Settings
 from tests.worker.conftest import prepare
-from worker.runner import WorkerContext, claim, trainer_launch
+from worker.runner import WorkerContext, claim, run_job, trainer_launch
 
 
 def _queued_job(settings: Settings, zip_bytes: bytes, params: dict[str, Any]) -> str:
@@ -76,3 +76,23 @@ def test_a_new_attempt_unlists_files_that_are_gone_and_resumes_from_the_newest_s
         still = session.scalars(sa.select(Artifact.name).where(Artifact.job_id == job_id)).all()
     ctx.db.dispose()
     assert sorted(still) == [first, board]
+
+
+def test_a_stored_config_this_version_cannot_read_fails_the_job_once_with_a_reason(
+    tmp_path: Path, tiny_models_dir: Path, e2e_zip: bytes, e2e_payload: Any
+) -> None:
+    settings = Settings(home=tmp_path / "home", models_dir=tiny_models_dir)
+    job_id = _queued_job(settings, e2e_zip, e2e_payload())
+    ctx = WorkerContext.from_settings(settings)
+    with ctx.db.writing() as session:  # as a row written by another version could be
+        session.execute(sa.update(Job).where(Job.id == job_id).values(config={"bogus": 1}))
+
+    def never_started(*_: Any) -> None:
+        raise AssertionError("no trainer may start for an unreadable job")
+
+    assert run_job(ctx, job_id, target=never_started) == "failed"
+    with ctx.db.reading() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert (job.status, job.error_code, job.attempt) == ("failed", "invalid_job", 1)
+        assert "can't be read" in (job.error_message or "")
