@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# `make up PORT=8001` beside a service already on 8000.
+PORT ?= 8000
+
 up: $(STAMP)
-	$(VENV)/bin/lorabox up
+	$(VENV)/bin/lorabox up --port $(PORT)
 
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider

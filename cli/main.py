@@ -4,21 +4,29 @@ and (over the REST API only) submit, watch and download jobs."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import httpx
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from client.commands import add_client_commands, run_client_command
 from core.db import Database, User
 from core.db.migrate import upgrade
-from core.errors import DomainError
+from core.errors import Conflict, DomainError, NotFound
 from core.settings import Settings, get_settings
-from core.users import add_user, revoke_user
+from core.users import add_user, reissue_token, revoke_user
+
+# How long `lorabox up` waits for its API to answer before giving up (imports, migrations
+# and a slow disk included).
+API_START_TIMEOUT_S = 120.0
 
 
 def _db_upgrade(settings: Settings) -> None:
@@ -66,9 +74,63 @@ def _stop_all(children: Sequence[subprocess.Popen[bytes]], timeout_s: float = 30
             child.wait()
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    _db_upgrade(settings)
+def _port_problem(host: str, port: int) -> str | None:
+    """Why the API could not listen on ``host:port``, or None. `up` checks before it starts
+    anything: uvicorn's own "address already in use" comes ~45 lines into its start-up log."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        return f"lorabox: cannot listen on {host}: {exc.strerror}; pick another: --host ADDRESS"
+    with socket.socket(family, kind, proto) as probe:
+        # As uvicorn binds: connections a previous run left in TIME_WAIT don't count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            other = port + 1 if port < 65535 else 8000
+            pick = f"lorabox up --port {other} (make up PORT={other})"
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"lorabox: port {port} on {host} is already in use (another lorabox up?); "
+                    f"stop it or pick another port: {pick}"
+                )
+            return f"lorabox: cannot listen on port {port} on {host} ({exc.strerror}); try {pick}"
+    return None
+
+
+def _health_url(host: str, port: int) -> str:
+    # A wildcard address listens everywhere, loopback included; connect there.
+    connect = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in connect:  # an IPv6 address
+        connect = f"[{connect}]"
+    return f"http://{connect}:{port}/healthz"
+
+
+def _api_answers(api: subprocess.Popen[bytes], url: str, stopping: Callable[[], bool]) -> bool:
+    """Waits until the API answers HTTP at all; False if it exits (or we stop) first. Any
+    status counts: /healthz says 503 while the broker is not up yet, and the API has
+    started all the same."""
+    deadline = time.monotonic() + API_START_TIMEOUT_S
+    with httpx.Client(timeout=2, trust_env=False) as http:  # no proxy for our own API
+        while api.poll() is None and not stopping():
+            try:
+                http.get(url)
+                return True
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.2)
+    return False
+
+
+def _lorabox_command(*args: str) -> list[str]:
+    """``lorabox ARGS`` as a child process, on this interpreter (the venv's)."""
+    return [sys.executable, "-m", "cli.main", *args]
+
+
+def _start_notes(settings: Settings) -> None:
     if _user_count(settings) == 0:
         print(
             "lorabox: no users yet. Add one (prints its token) with:\n"
@@ -76,22 +138,43 @@ def cmd_up(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"lorabox: home {settings.home}, models {settings.models_dir}", file=sys.stderr)
-    me = [sys.executable, "-m", "cli.main"]
-    api_cmd = [*me, "api", "--host", args.host, "--port", str(args.port)]
-    children = [subprocess.Popen(api_cmd), subprocess.Popen([*me, "worker"])]
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    problem = _port_problem(args.host, args.port)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
+    settings = get_settings()
+    _db_upgrade(settings)
+    _start_notes(settings)
     stopping = False
 
     def _on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    # Children share our process group, so Ctrl-C reaches them too; we wait for both and
-    # stop the other if one exits on its own.
-    while not stopping and all(c.poll() is None for c in children):
-        time.sleep(0.2)
-    _stop_all(children)
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    api_cmd = _lorabox_command("api", "--host", args.host, "--port", str(args.port))
+    children = [subprocess.Popen(api_cmd)]
+    try:
+        # The worker starts only once the API serves: an `up` whose API can't start must not
+        # leave a worker behind taking the queue's messages.
+        url = _health_url(args.host, args.port)
+        if not _api_answers(children[0], url, lambda: stopping):
+            if not stopping:
+                print(f"lorabox: the API did not start (no answer on {url}); no worker was "
+                      "started", file=sys.stderr)  # fmt: skip
+            return 0 if stopping else 1
+        children.append(subprocess.Popen(_lorabox_command("worker")))
+        # Children share our process group, so Ctrl-C reaches them too; we wait for both and
+        # stop the other if one exits on its own.
+        while not stopping and all(c.poll() is None for c in children):
+            time.sleep(0.2)
+    finally:
+        _stop_all(children)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM, -2)]
     return 0 if stopping or not failed else 1
 
@@ -102,26 +185,51 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_action(session: Session, args: argparse.Namespace) -> str | None:
+    """The new token to print, if the command made one."""
+    if args.user_command == "add":
+        return add_user(session, name=args.name, admin=args.admin)
+    if args.user_command == "token":
+        return reissue_token(session, name=args.name)
+    revoke_user(session, name=args.name)
+    return None
+
+
+def _user_hint(args: argparse.Namespace, exc: DomainError) -> str:
+    """What to run instead, after a user command was refused."""
+    name = args.name
+    if args.user_command == "add" and isinstance(exc, Conflict):
+        return f"; for a new token (the old one stops working): lorabox user token {name}"
+    if args.user_command == "token" and isinstance(exc, Conflict):
+        return f"; lorabox user add {name} re-enables it with a new token"
+    if isinstance(exc, NotFound):
+        return f"; lorabox user add {name} creates it"
+    return ""
+
+
 def cmd_user(args: argparse.Namespace) -> int:
     settings = get_settings()
     _db_upgrade(settings)
     db = Database.for_settings(settings, pool_size=1)
     try:
         with db.writing() as session:
-            if args.user_command == "add":
-                token = add_user(session, name=args.name, admin=args.admin)
-            else:
-                revoke_user(session, name=args.name)
-                token = None
+            token = _user_action(session, args)
     except DomainError as exc:
-        print(f"lorabox: {exc.message}", file=sys.stderr)
+        print(f"lorabox: {exc.message}{_user_hint(args, exc)}", file=sys.stderr)
         return 1
     finally:
         db.dispose()
-    if token is not None:
-        print(token)  # the only thing on stdout, so `TOKEN=$(lorabox user add me)` works
-    else:
+    if token is None:
         print(f"revoked {args.name}", file=sys.stderr)
+        return 0
+    print(token)  # the only thing on stdout, so `TOKEN=$(lorabox user add me)` works
+    if args.user_command == "token":
+        print(
+            f"lorabox: new token for {args.name}; the previous one stops working (an API process"
+            f" that cached it accepts it for LORABOX_AUTH_CACHE_S more: {settings.auth_cache_s:g}"
+            " s here)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -159,6 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
     add = user_sub.add_parser("add", help="create a user; prints only its token")
     add.add_argument("name")
     add.add_argument("--admin", action="store_true")
+    token = user_sub.add_parser(
+        "token",
+        help="a new token for an existing user; prints only the token; the old one stops working",
+        description="Issues a new token for an existing user and prints only the token "
+        "(TOKEN=$(lorabox user token NAME)). The previous token stops working: only its "
+        "SHA-256 digest is stored, so a lost token can be replaced, never shown again. An API "
+        "process that looked the old token up in the last LORABOX_AUTH_CACHE_S seconds (5 by "
+        "default) may accept it until then.",
+    )
+    token.add_argument("name")
     revoke = user_sub.add_parser("revoke", help="revoke a user's token")
     revoke.add_argument("name")
     user.set_defaults(func=cmd_user)
@@ -172,11 +290,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _dispatch(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "client", None) is not None:
         return run_client_command(args)
     return int(args.func(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _dispatch(argv)
+        finally:
+            # Here, not in the interpreter's last flush, where the error can't be caught: a
+            # reader that went away (`lorabox jobs | head -3`) surfaces at the latest now.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Nothing more to say to a reader that left: end quietly, as coreutils tools do (of
+        # SIGPIPE, which Python ignores). The interpreter flushes stdout once more on its
+        # way out; devnull takes what is still buffered, so that flush can't fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """``lorabox submit | jobs | status | cancel | logs | download``: scripts' view of the queue.
 
-Exit codes: 0 success (with ``--wait``: the job succeeded), 1 the job failed,
-2 the job was cancelled, 3 a client or server error.
+Exit codes: 0 success (with ``--wait``: the job succeeded), 1 the job failed (for
+``download``: a file to write exists already), 2 the job was cancelled, 3 a client or
+server error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
@@ -19,7 +21,10 @@ from client.http import Api, ClientError, Connection
 from client.progress import ProgressBar
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED, EXIT_ERROR = 0, 1, 2, 3
+EXIT_EXISTS = 1  # `download` refused to overwrite a file
 FINISHED_EXIT = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+# `lorabox jobs`: ids are 32 hex digits; a step count of up to 99999/99999 keeps NAME aligned.
+JOB_ROW = "{id:<32}  {status:<9}  {steps:<11}  {name}"
 
 
 def wait_for(api: Api, job_id: str, interval_s: float) -> int:
@@ -59,18 +64,28 @@ def cmd_submit(api: Api, args: argparse.Namespace) -> int:
     return wait_for(api, job["id"], args.interval)
 
 
+def _job_row(job_id: str, status: str, steps: str, name: str) -> None:
+    print(JOB_ROW.format(id=job_id, status=status, steps=steps, name=name).rstrip())
+
+
 def cmd_jobs(api: Api, args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"limit": 100}
     if args.status:
         params["status"] = args.status
     if args.all:
         params["scope"] = "all"
+    # The header waits for the first page, so a request that fails prints nothing on stdout.
+    header = not args.no_header
     for job in api.paginate("/v1/jobs", params):
-        step = (job.get("progress") or {}).get("step") or 0
-        total = (job.get("progress") or {}).get("total_steps") or job.get("plan", {}).get(
-            "total_steps"
-        )
-        print(f"{job['id']}  {job['status']:<9}  {step}/{total or '?'}  {job.get('name') or ''}")
+        if header:
+            _job_row("ID", "STATUS", "STEPS", "NAME")
+            header = False
+        progress = job.get("progress") or {}
+        total = progress.get("total_steps") or job.get("plan", {}).get("total_steps") or "?"
+        _job_row(job["id"], job["status"], f"{progress.get('step') or 0}/{total}",
+                 job.get("name") or "")  # fmt: skip
+    if header:  # no jobs: the header alone
+        _job_row("ID", "STATUS", "STEPS", "NAME")
     return EXIT_OK
 
 
@@ -98,19 +113,46 @@ def cmd_logs(api: Api, args: argparse.Namespace) -> int:
             time.sleep(args.interval)
 
 
+def _nothing_to_download(api: Api, job_id: str, what: str) -> str:
+    """Why a job lists no ``what`` (LoRA, artifacts): not yet, or never will."""
+    job = api.json("GET", f"/v1/jobs/{job_id}")
+    status = job["status"]
+    if status == "cancelled":
+        return f"job {job_id} was cancelled: it has no {what}"
+    if status == "failed":
+        code = (job.get("error") or {}).get("code") or "no error code"
+        return f"job {job_id} failed ({code}): it has no {what}"
+    if status == "succeeded":
+        return f"job {job_id} succeeded but lists no {what}"
+    return f"job {job_id} has no {what} yet (it is {status})"
+
+
+def _refuse_existing(paths: list[Path]) -> int:
+    names = ", ".join(str(p) for p in paths)
+    verb = "exists" if len(paths) == 1 else "exist"
+    print(f"lorabox: {names} already {verb}; pass --force to overwrite", file=sys.stderr)
+    return EXIT_EXISTS
+
+
 def cmd_download(api: Api, args: argparse.Namespace) -> int:
     items = api.json("GET", f"/v1/jobs/{args.job_id}/artifacts")["items"]
     wanted = items if args.all else [a for a in items if a["kind"] == "lora"]
     if not wanted:
-        print(
-            f"job {args.job_id} has no {'artifacts' if args.all else 'LoRA'} yet", file=sys.stderr
-        )
+        what = "artifacts" if args.all else "LoRA"
+        print(_nothing_to_download(api, args.job_id, what), file=sys.stderr)
         return EXIT_ERROR
-    args.output.mkdir(parents=True, exist_ok=True)
-    for artifact in wanted:
-        target = args.output / artifact["name"]
+    targets = [(artifact["name"], args.output / artifact["name"]) for artifact in wanted]
+    # Checked before the first byte, so `--all` never stops half-way on the third file;
+    # Api.download refuses again at the rename, for a file that appears meanwhile.
+    existing = [target for _, target in targets if os.path.lexists(target)]
+    if existing and not args.force:
+        return _refuse_existing(existing)
+    for name, target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
-        api.download(f"/v1/jobs/{args.job_id}/artifacts/{artifact['name']}", target)
+        try:
+            api.download(f"/v1/jobs/{args.job_id}/artifacts/{name}", target, overwrite=args.force)
+        except FileExistsError:
+            return _refuse_existing([target])
         print(target)
     return EXIT_OK
 
@@ -127,6 +169,7 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
     jobs = sub.add_parser("jobs", help="list jobs")
     jobs.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
     jobs.add_argument("--all", action="store_true", help="every user's jobs (admins)")
+    jobs.add_argument("--no-header", action="store_true", help="rows only, for scripts")
     jobs.set_defaults(client=cmd_jobs)
     for name, func, text in (
         ("status", cmd_status, "show a job as JSON"),
@@ -143,6 +186,7 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
     download.add_argument("job_id")
     download.add_argument("--all", action="store_true")
     download.add_argument("-o", "--output", type=Path, default=Path("."))
+    download.add_argument("--force", action="store_true", help="overwrite files that exist")
     download.set_defaults(client=cmd_download)
     for parser in (submit, logs):
         parser.add_argument("--interval", type=float, default=2.0, help="poll interval, seconds")
@@ -154,6 +198,8 @@ def run_client_command(args: argparse.Namespace) -> int:
     except ClientError as exc:
         print(f"lorabox: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        raise  # our reader went away (`lorabox jobs | head`): cli.main ends quietly
     except (OSError, json.JSONDecodeError) as exc:
         print(f"lorabox: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,10 @@ class Connection:
         url = os.environ.get("LORABOX_URL", "http://127.0.0.1:8000")
         token = os.environ.get("LORABOX_TOKEN", "")
         if not token:
-            raise ClientError("set LORABOX_TOKEN (lorabox user add NAME prints one)")
+            raise ClientError(
+                "set LORABOX_TOKEN (lorabox user add NAME prints one; lorabox user token NAME"
+                " replaces a lost one)"
+            )
         return cls(url.rstrip("/"), token)
 
 
@@ -44,11 +49,17 @@ def _reason(response: httpx.Response) -> str:
 
 
 class Api:
-    def __init__(self, connection: Connection, timeout_s: float = 60) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        timeout_s: float = 60,
+        transport: httpx.BaseTransport | None = None,  # tests: a scripted server
+    ) -> None:
         self._http = httpx.Client(
             base_url=connection.url,
             headers={"Authorization": f"Bearer {connection.token}"},
             timeout=timeout_s,
+            transport=transport,
         )
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -71,19 +82,27 @@ class Api:
             )
             return result
 
-    def download(self, path: str, target: Path) -> None:
+    def download(self, path: str, target: Path, *, overwrite: bool = False) -> None:
+        """Streams ``path`` into ``target`` through a temporary file beside it, renamed into
+        place at the end, so an interrupted download leaves no partial file behind. Without
+        ``overwrite``, FileExistsError if ``target`` exists (it is left as it was)."""
+        # A name of its own, so two downloads into one folder never share a temporary file.
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
         try:
             with self._http.stream("GET", path, timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise ClientError(_reason(response))
-                tmp = target.with_name(target.name + ".part")
-                with tmp.open("wb") as handle:
+                with tmp.open("xb") as handle:
                     for chunk in response.iter_bytes(1 << 20):
                         handle.write(chunk)
-                tmp.replace(target)
+                    handle.flush()
+                    os.fsync(handle.fileno())  # the data is on disk before its name is
+            _publish(tmp, target, overwrite=overwrite)
         except httpx.HTTPError as exc:
             raise ClientError(f"download failed: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)  # whatever ended the download, Ctrl-C included
 
     def paginate(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         cursor = None
@@ -95,3 +114,21 @@ class Api:
             cursor = page.get("next_cursor")
             if not cursor:
                 return
+
+
+def _publish(tmp: Path, target: Path, *, overwrite: bool) -> None:
+    """Gives the finished ``tmp`` the name ``target`` in one step."""
+    if overwrite:
+        os.replace(tmp, target)
+        return
+    try:
+        # A hard link refuses an existing name atomically: a file that appeared at ``target``
+        # while we downloaded is not overwritten either. ``tmp`` is unlinked by the caller.
+        os.link(tmp, target)
+    except FileExistsError:
+        raise
+    except OSError:
+        # A filesystem without hard links (FAT, some network mounts): check, then rename.
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        os.replace(tmp, target)

@@ -8,8 +8,9 @@ import sys
 
 import sqlalchemy as sa
 
+from core.db import Database
 from core.db.migrate import downgrade, upgrade
-from core.users import digest
+from core.users import authenticate, digest
 
 
 def _lorabox(home, *args: str) -> subprocess.CompletedProcess[str]:
@@ -38,6 +39,34 @@ def test_user_add_prints_only_the_token_and_stores_its_digest(tmp_path):
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT token_digest FROM users")).scalar() is None
     engine.dispose()
+
+
+def test_user_token_replaces_a_users_token_and_prints_only_the_new_one(tmp_path):
+    old = _lorabox(tmp_path, "user", "add", "dave").stdout.strip()
+    again = _lorabox(tmp_path, "user", "add", "dave")
+    assert again.returncode == 1 and "lorabox user token dave" in again.stderr
+    renewed = _lorabox(tmp_path, "user", "token", "dave")
+    assert renewed.returncode == 0, renewed.stderr
+    new = renewed.stdout.strip()
+    assert renewed.stdout == new + "\n" and new.startswith("lbx_") and new != old
+    db = Database(f"sqlite:///{tmp_path / 'lorabox.db'}", pool_size=1)
+    with db.reading() as session:
+        assert authenticate(session, old) is None  # revoked: only one digest is stored
+        user = authenticate(session, new)
+        assert user is not None and user.name == "dave"
+    db.dispose()
+    described = " ".join(_lorabox(tmp_path, "user", "token", "--help").stdout.split())
+    assert "previous token stops working" in described and "LORABOX_AUTH_CACHE_S" in described
+
+
+def test_user_token_refuses_unknown_and_revoked_users(tmp_path):
+    unknown = _lorabox(tmp_path, "user", "token", "nobody")
+    assert (unknown.returncode, unknown.stdout) == (1, "")
+    assert "no user 'nobody'" in unknown.stderr and "lorabox user add nobody" in unknown.stderr
+    _lorabox(tmp_path, "user", "add", "erin")
+    _lorabox(tmp_path, "user", "revoke", "erin")
+    revoked = _lorabox(tmp_path, "user", "token", "erin")
+    assert (revoked.returncode, revoked.stdout) == (1, "") and "revoked" in revoked.stderr
 
 
 def test_migrations_run_up_and_down_on_sqlite(tmp_path):
