@@ -1,0 +1,129 @@
+"""The traced step (trainer/estimate): CUDA autocast's rules on a CPU, a toy trace whose
+weights are known to the byte, and full-size SDXL traces that move the way memory must."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from tests.factories import seed_payload
+from trainer.config import TrainingConfig, parse_payload
+from trainer.estimate.autocast import FP32, FP32_SET_OPT_DTYPE, PROMOTE, cuda_autocast_rules
+from trainer.estimate.fake import prepared_meta_model
+from trainer.estimate.trace import PARTS, StepTrace, trace_step
+from trainer.models.tiny import tiny_configs, write_config_folder
+
+HEADER = Path(torch.__file__).parent / "include" / "ATen" / "autocast_mode.h"
+
+
+def _header_list(macro: str) -> tuple[str, ...]:
+    """The ops of ``#define macro(_) _(op) _(op, overload) ...`` as "op" / "op.overload"."""
+    body = HEADER.read_text().split(f"#define {macro}(_)", 1)[1].split("\n\n", 1)[0]
+    entries = re.findall(r"_\(([^)]*)\)", body)
+    return tuple(".".join(part.strip() for part in entry.split(",")) for entry in entries)
+
+
+@pytest.mark.skipif(not HEADER.exists(), reason="this torch ships no C++ headers")
+def test_the_cuda_op_lists_are_the_installed_torchs():
+    assert _header_list("AT_FORALL_FP32") == FP32
+    assert _header_list("AT_FORALL_FP32_SET_OPT_DTYPE") == FP32_SET_OPT_DTYPE
+    assert _header_list("AT_FORALL_PROMOTE") == PROMOTE
+
+
+def test_cpu_autocast_casts_like_cuda_inside_the_rules_and_like_cpu_after():
+    with FakeTensorMode(), cuda_autocast_rules() as taken:
+        x = torch.empty(2, 8, 4, 4, dtype=torch.float16, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.float16):
+            norm = torch.nn.functional.group_norm(x, 4)
+            up = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+            soft = x.softmax(-1)
+            conv = torch.nn.functional.conv2d(norm, torch.empty(8, 8, 3, 3))
+        conv.float().sum().backward()  # the fp32 casts are on the autograd graph
+        assert (norm.dtype, up.dtype, soft.dtype, conv.dtype) == (torch.float32,) * 3 + (
+            torch.float16,
+        )
+        assert x.grad is not None and x.grad.dtype == torch.float16
+    assert {"group_norm", "layer_norm", "upsample_nearest2d", "softmax.int"} <= set(taken)
+    with torch.autocast("cpu", dtype=torch.float16):  # the registrations are gone
+        assert torch.nn.functional.group_norm(torch.ones(1, 4, 2, 2).half(), 2).dtype == (
+            torch.float16
+        )
+
+
+@pytest.fixture(scope="module")
+def toy_configs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("toy-sdxl")
+    write_config_folder(folder, tiny_configs())
+    return folder
+
+
+def _config(**overrides: object) -> TrainingConfig:
+    return parse_payload({**seed_payload(), **overrides}).config
+
+
+@pytest.mark.slow
+def test_a_toy_trace_counts_the_prepared_weights_to_the_byte(toy_configs: Path):
+    config = _config(max_resolution="128,128", min_bucket_reso=64, train_batch_size=2)
+    trace = trace_step(config, base=toy_configs)
+    meta = prepared_meta_model(config, toy_configs)  # fp16 UNet and encoders, fp32 VAE
+    parts = (meta.model.unet, meta.model.text_encoder, meta.model.text_encoder_2, meta.model.vae)
+    tensors = [t for part in parts for t in (*part.parameters(), *part.buffers())]
+    lora = 4 * meta.network.parameter_count()
+    assert trace.parts["weights"] == sum(t.numel() * t.element_size() for t in tensors) - lora
+    assert trace.parts["lora"] == lora
+    assert sum(trace.parts.values()) == trace.peak_bytes
+    assert trace.parts["optimizer"] > 0 and trace.step_flops > 0
+
+
+# Full size: UNet-only with cached text-encoder outputs at 512x512, without checkpointing
+# (its recomputation makes a trace a third longer) keeps each trace short; each variant
+# changes one thing from "base".
+BASE = {"train_batch_size": 1, "max_resolution": "512,512", "network_dim": 8,
+        "network_alpha": 4, "text_encoder_lr": 0, "shuffle_caption": False,
+        "sdxl_cache_text_encoder_outputs": True, "max_token_length": 75,
+        "gradient_checkpointing": False}  # fmt: skip
+VARIANTS = {
+    "base": {},
+    "batch2": {"train_batch_size": 2},
+    "rank32": {"network_dim": 32, "network_alpha": 16},
+    "checkpointing": {"gradient_checkpointing": True},
+}
+
+
+@cache
+def full_size(variant: str) -> StepTrace:
+    return trace_step(_config(**{**BASE, **VARIANTS[variant]}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_full_size_parts_add_up_to_the_peak(variant: str):
+    trace = full_size(variant)
+    assert set(trace.parts) == set(PARTS)
+    assert sum(trace.parts.values()) == trace.peak_bytes
+    # fp16 SDXL UNet (2.57 G parameters) and encoders (0.82 G), fp32 VAE (84 M): 6.6 GiB
+    assert 6.5 * 2**30 < trace.parts["weights"] < 6.7 * 2**30
+
+
+@pytest.mark.slow
+def test_full_size_peak_grows_with_batch_and_rank_and_checkpointing_lowers_it():
+    base, batch2, rank32 = full_size("base"), full_size("batch2"), full_size("rank32")
+    checkpointed = full_size("checkpointing")
+    assert batch2.peak_bytes > base.peak_bytes
+    assert batch2.parts["activations"] > 1.5 * base.parts["activations"]
+    assert rank32.parts["lora"] == 4 * base.parts["lora"]  # LoRA parameters scale with rank
+    assert rank32.peak_bytes > base.peak_bytes
+    assert checkpointed.peak_bytes < base.peak_bytes
+    assert checkpointed.parts["activations"] < base.parts["activations"] / 2
+
+
+@pytest.mark.slow
+def test_full_size_flops_grow_with_batch_and_checkpointing_recomputes():
+    base, batch2 = full_size("base"), full_size("batch2")
+    assert 1.8 < batch2.step_flops / base.step_flops <= 2.0
+    assert full_size("checkpointing").step_flops > 1.2 * base.step_flops

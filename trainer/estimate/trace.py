@@ -1,0 +1,197 @@
+"""Trace one training step at full SDXL size on a CPU: peak memory by part and FLOPs.
+
+    python -m trainer.estimate.trace --payload tests/data/pdxl-kohya-config.json
+
+:func:`trace_step` runs lorabox's own step (``trainer.step.training_loss``, the loss's
+``backward()`` and ``trainer.loop.optimizer_step``, in ``train_epoch``'s order) on fake
+tensors: every op computes its output's shape and dtype and nothing else, so the full
+3.5-billion-parameter SDXL needs no weights and no memory. Three modes watch it:
+
+- :class:`~trainer.estimate.tracker.StepTracker` files each tensor alive at the peak as
+  weights, LoRA, gradients, optimizer state, activations (forward and recomputed) or
+  temporaries (backward's own tensors);
+- :class:`~trainer.estimate.tracker.StepFlops` (``torch.utils.flop_counter.FlopCounterMode``)
+  counts the FLOPs (checkpointing's recomputation included);
+- :func:`~trainer.estimate.autocast.cuda_autocast_rules` makes CPU autocast cast as CUDA
+  autocast does, so each saved tensor has the dtype, hence the size, it has on a GPU.
+
+What the trace assumes:
+
+- The peak of a steady step: the optimizer already holds its state (sized by its own first
+  step, or by bitsandbytes' ``init_state``: its 8-bit kernels can't run on fake tensors,
+  and they update in place, so the trace skips only that update); with gradient
+  accumulation the gradients already exist.
+- Caching as the config says. With ``cache_latents`` the step reads latents and the VAE only
+  sits on the device (``prepare_model`` puts it there, nothing takes it off); without it the
+  step encodes the batch with the VAE (under ``no_grad``). With
+  ``cache_text_encoder_outputs`` the step reads the cached conditioning (traced: its batch's
+  images only, not the whole dataset's) and the encoders still sit on the device.
+- One batch of ``train_batch_size`` images at the config's resolution, its largest bucket.
+- Not traced: sampling and saving between steps, ``fp8_base``. Allocator rounding and
+  fragmentation, library workspaces and the CUDA context are the allowances of
+  :mod:`trainer.estimate.allowances`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from unittest import mock
+
+import torch
+from diffusers.utils import logging as diffusers_logging
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from trainer.config import TrainingConfig, parse_payload
+from trainer.estimate.allowances import allowances
+from trainer.estimate.autocast import cuda_autocast_rules
+from trainer.estimate.fake import AUTOCAST_DTYPES, FakeRun, fake_run, prepared_meta_model
+from trainer.estimate.tracker import StandInScalars, StepFlops, StepTracker
+from trainer.loop import optimizer_step
+from trainer.models.configs import SDXL_BASE_CONFIG
+from trainer.session import Session
+from trainer.step import training_loss
+
+PARTS = ("weights", "lora", "gradients", "optimizer", "activations", "temporaries")
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    """Bytes alive at the step's peak, by part; ``peak_bytes`` is their sum (what
+    ``torch.cuda.max_memory_allocated`` would report), ``allowances`` what it can't see."""
+
+    parts: dict[str, int]
+    peak_bytes: int
+    step_flops: int
+    seconds: float
+    allowances: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def device_bytes(self) -> int:
+        """What the job needs of a GPU: the traced peak plus the allowances."""
+        return self.peak_bytes + sum(self.allowances.values())
+
+
+def trace_step(config: TrainingConfig, *, base: str | Path = "full") -> StepTrace:
+    """Trace one step of ``config`` on SDXL built from ``base``: "full" (the shipped SDXL
+    base configs) or a diffusers config folder (``unet/config.json``, ...)."""
+    started = time.perf_counter()
+    config_dir = SDXL_BASE_CONFIG if base == "full" else Path(base)
+    low = AUTOCAST_DTYPES.get(config.mixed_precision, torch.float16)
+    meta = prepared_meta_model(config, config_dir)
+    with (
+        tempfile.TemporaryDirectory(prefix="lorabox-trace-") as workdir,
+        FakeTensorMode(allow_non_fake_inputs=True),
+        cuda_autocast_rules(low),
+        warnings.catch_warnings(),
+    ):
+        # LambdaLR warns that optimizer.step was replaced: the trace's own stand-in for
+        # bitsandbytes' update (see settle_optimizer).
+        warnings.filterwarnings("ignore", "Seems like `optimizer.step", UserWarning)
+        with StandInScalars():  # the step's tracker answers item() itself
+            run = fake_run(config, meta, Path(workdir))
+            in_place = settle_optimizer(run.session)
+        peak, flops = _traced_step(run, in_place)
+    lora = sum(p.numel() * p.element_size() for p in run.session.network.parameters())
+    parts = {
+        "weights": peak.get("Parameter", 0) + peak.get("Buffer", 0) - lora,
+        "lora": lora,
+        "gradients": peak.get("Gradient", 0),
+        "optimizer": peak.get("Optstate", 0),
+        "activations": peak.get("Activation", 0) + peak.get("Other", 0),
+        "temporaries": peak.get("Temp", 0),
+    }
+    total = sum(parts.values())
+    assert total == peak.get("Total", 0), (parts, peak)
+    seconds = time.perf_counter() - started
+    return StepTrace(parts, total, flops, seconds, allowances(total))
+
+
+def _is_bitsandbytes(optimizer: torch.optim.Optimizer) -> bool:
+    return type(optimizer).__module__.startswith("bitsandbytes")
+
+
+def settle_optimizer(s: Session) -> bool:
+    """Give the optimizer the state every step after the first holds; True when its update
+    can't run on fake tensors (bitsandbytes), so the trace leaves it out."""
+    optimizer = s.optimizer
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    in_place = _is_bitsandbytes(optimizer)
+    if in_place:
+        # bitsandbytes/optim/optimizer.py: Optimizer2State.init_state, what its step() calls
+        # first: 8-bit moments with a float scale per 256-value block, fp32 ones for
+        # tensors under min_8bit_size.
+        for gindex, group in enumerate(optimizer.param_groups):
+            for pindex, parameter in enumerate(group["params"]):
+                optimizer.init_state(group, parameter, gindex, pindex)  # type: ignore[attr-defined]
+    else:
+        for parameter in parameters:
+            parameter.grad = torch.zeros_like(parameter)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if s.config.gradient_accumulation_steps > 1:  # a later micro-step finds them allocated
+        for parameter in parameters:
+            parameter.grad = torch.zeros_like(parameter)
+    return in_place
+
+
+def _traced_step(run: FakeRun, in_place: bool) -> tuple[dict[str, int], int]:
+    """``train_epoch``'s micro-step and optimizer step under the tracker and FLOP counter."""
+    s = run.session
+    tracker = StepTracker()
+    model = s.model
+    cached = [t for pair in s.text_cache or [] for t in pair]  # on the device, like the weights
+    tracker.track_external(
+        model.unet, model.text_encoder, model.text_encoder_2, model.vae, s.optimizer, *cached
+    )
+    counter = StepFlops()
+    skip_update: AbstractContextManager[object] = (
+        mock.patch.object(s.optimizer, "step", lambda closure=None: None)
+        if in_place
+        else nullcontext()
+    )
+    with counter, tracker, skip_update:
+        loss = training_loss(s, run.batch)
+        s.scaler.scale(loss / s.config.gradient_accumulation_steps).backward()
+        optimizer_step(s)
+    return tracker.peak(), counter.get_total_flops()
+
+
+def _table(trace: StepTrace) -> str:
+    rows = [(name, trace.parts[name]) for name in PARTS]
+    rows.append(("= peak (traced)", trace.peak_bytes))
+    rows += [(f"+ {name}", value) for name, value in trace.allowances.items()]
+    rows.append(("= device", trace.device_bytes))
+    lines = [f"{name:<18}{value / GIB:>9.2f} GiB" for name, value in rows]
+    lines.append(f"{'step FLOPs':<18}{trace.step_flops / 1e12:>9.2f} TFLOP")
+    lines.append(f"{'trace time':<18}{trace.seconds:>9.1f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--payload", type=Path, required=True, help="a Kohya_SS GUI JSON payload")
+    parser.add_argument("--base", default="full", help='"full" or a diffusers config folder')
+    parser.add_argument("--json", action="store_true", help="print the trace as JSON")
+    args = parser.parse_args(argv)
+    # The set-up's own notices (diffusers' cast advice, transformers' deprecations) would
+    # bury the table; the trainer shows them when it trains.
+    diffusers_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    config = parse_payload(json.loads(args.payload.read_text())).config
+    trace = trace_step(config, base=args.base)
+    if args.json:
+        print(json.dumps({**asdict(trace), "device_bytes": trace.device_bytes}))
+    else:
+        print(_table(trace))
+
+
+if __name__ == "__main__":
+    main()
