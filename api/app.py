@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api import errors
 from api.limits import JsonBodyLimit
@@ -52,7 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ctx.broker.close()
             ctx.db.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the package, not a CDN: the team's box
+    # may have no internet (fastapi-offline serves them under /static-offline-docs).
+    app = FastAPIOffline(
         title="lorabox",
         version="0.1.0",
         description="Train SDXL LoRAs from Kohya_SS payloads on a shared GPU box.",

@@ -13,6 +13,7 @@ import pytest
 
 from core.db.migrate import upgrade
 from core.settings import Settings
+from tests.api.browser import browser  # noqa: F401 - the headless Chromium fixture
 
 
 def write_fake_safetensors(path: Path, keys: list[str]) -> None:
