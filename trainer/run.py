@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from trainer.config import TrainingConfig
 from trainer.data.augment import augment_rng
@@ -44,7 +46,7 @@ from trainer.step import cache_text_outputs
 
 __all__ = ["TrainingJob", "TrainingResult", "train"]
 
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def prepare_model(
     model: SdxlModel, config: TrainingConfig, device: torch.device, precision: str
 ) -> None:
     """Freeze the base, place it, and cast the frozen weights to the training dtype."""
-    frozen_dtype = _DTYPES.get(precision, torch.float32)
+    frozen_dtype = PRECISION_DTYPES.get(precision, torch.float32)
     for part in (model.unet, model.text_encoder, model.text_encoder_2, model.vae):
         part.requires_grad_(False)
         part.eval()
@@ -140,6 +142,19 @@ def parameter_groups(config: TrainingConfig, network: LoraNetwork) -> tuple[list
         groups.append({"params": list(network.parameters("unet")), "lr": config.unet_lr})
         names.append("unet")
     return groups, names
+
+
+def build_optimization(
+    config: TrainingConfig, network: LoraNetwork, plan: TrainingPlan
+) -> tuple[Optimizer, LRScheduler, list[str]]:
+    """The optimizer over the trained parts' groups, its schedule, and the groups' names."""
+    groups, names = parameter_groups(config, network)
+    optimizer = build_optimizer(config.optimizer, groups, config.optimizer_args)
+    scheduler = build_scheduler(
+        config.lr_scheduler, optimizer, plan.total_steps, plan.warmup_steps,
+        config.lr_scheduler_num_cycles, config.lr_scheduler_power, config.lr_scheduler_args,
+    )  # fmt: skip
+    return optimizer, scheduler, names
 
 
 def cache_image_latents(
@@ -195,7 +210,7 @@ def build_session(
     gate.check()  # a finish still needs the network: the LoRA file is saved from it
     network = build_network(model, job)
     if config.fp8_base:  # after the LoRA is injected, so that its own weights stay fp32
-        store_base_in_fp8(model, _DTYPES.get(precision, torch.float32))
+        store_base_in_fp8(model, PRECISION_DTYPES.get(precision, torch.float32))
     finishing = gate.check()
     images = bucket_images(training_records(scan, reg_scan), config)
     latent_generator = torch.Generator().manual_seed(seed)
@@ -203,12 +218,7 @@ def build_session(
     if not finishing:
         cache = cache_image_latents(model, images, config, latent_generator, reporter, gate)
         finishing = gate.check()
-    groups, names = parameter_groups(config, network)
-    optimizer = build_optimizer(config.optimizer, groups, config.optimizer_args)
-    scheduler = build_scheduler(
-        config.lr_scheduler, optimizer, plan.total_steps, plan.warmup_steps,
-        config.lr_scheduler_num_cycles, config.lr_scheduler_power, config.lr_scheduler_args,
-    )  # fmt: skip
+    optimizer, scheduler, names = build_optimization(config, network, plan)
     facts = RunFacts(
         plan, scan, images, job.base_model, job.vae,
         describe_optimizer(optimizer, config.optimizer_args), seed, time.time(), precision,
@@ -219,7 +229,7 @@ def build_session(
         config=config, plan=plan, model=model, network=network, images=images,
         latents=cache.latents if cache else None, optimizer=optimizer, scheduler=scheduler,
         snr=all_snr(alphas),
-        device=device, autocast_dtype=_DTYPES.get(precision),
+        device=device, autocast_dtype=PRECISION_DTYPES.get(precision),
         scaler=torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
         seed=seed, output_dir=job.output_dir, metadata=run_metadata(config, facts),
         caption_rng=random.Random(seed), latent_generator=latent_generator, group_names=names,

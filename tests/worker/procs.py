@@ -121,21 +121,14 @@ def fault_stack(home: Path, models_dir: Path, **settings: Any) -> Iterator[Fault
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from tests.worker.conftest import prepare
 
-    options: dict[str, Any] = {"progress_interval_s": 0.5, "flag_poll_interval_s": 0.2}
-    config = Settings(home=home, models_dir=models_dir, **(options | settings))
-    tokens = prepare(config)
-    markers = home / "trainer-starts"
-    markers.mkdir()
-    faults: Faults | None = None
-    try:
+    @contextlib.contextmanager
+    def in_process(config: Settings) -> Iterator[tuple[Any, list[Path]]]:
         with TestClient(create_app(config)) as client:
-            faults = Faults(Stack(client, config, tokens, []), markers)
-            yield faults
-    finally:
-        if faults is not None:
-            faults.stop_all()
+            yield client, []
+
+    with _faults(home, models_dir, settings, in_process) as faults:
+        yield faults
 
 
 @contextlib.contextmanager
@@ -144,6 +137,21 @@ def served_fault_stack(home: Path, models_dir: Path, **settings: Any) -> Iterato
     as in production: a TestClient runs sync routes in a thread of the test's own process)
     and an httpx client on it. The API takes its settings from the environment, so a setting
     the API needs must be one ``service_env`` passes."""
+
+    def api_process(config: Settings) -> contextlib.AbstractContextManager[Any]:
+        return served(config, worker=False)
+
+    with _faults(home, models_dir, settings, api_process) as faults:
+        yield faults
+
+
+@contextlib.contextmanager
+def _faults(
+    home: Path,
+    models_dir: Path,
+    settings: dict[str, Any],
+    api: Callable[[Settings], contextlib.AbstractContextManager[Any]],
+) -> Iterator[Faults]:
     from tests.worker.conftest import prepare
 
     options: dict[str, Any] = {"progress_interval_s": 0.5, "flag_poll_interval_s": 0.2}
@@ -153,7 +161,7 @@ def served_fault_stack(home: Path, models_dir: Path, **settings: Any) -> Iterato
     markers.mkdir()
     faults: Faults | None = None
     try:
-        with served(config, worker=False) as (client, logs):
+        with api(config) as (client, logs):
             faults = Faults(Stack(client, config, tokens, logs), markers)
             yield faults
     finally:

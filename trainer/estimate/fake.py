@@ -9,7 +9,7 @@ with ``torch.utils.swap_tensors``, which refuses it: "Cannot swap t1 because it 
 associated with it"), so every ``.to()`` the set-up makes has to happen on ``meta``.
 
 The rest follows ``trainer.run.build_session`` step by step with its own functions
-(``parameter_groups``, ``build_optimizer``, ``build_scheduler``, ``all_snr``,
+(``build_optimization``, ``all_snr``,
 ``cache_text_outputs``). ``build_session`` itself can't run here: it moves the model to
 ``pick_device()`` (a fake module can't be moved), resolves fp16 to fp32 on a CPU, and
 caches latents from a dataset on disk.
@@ -43,14 +43,11 @@ from trainer.loss import all_snr
 from trainer.models.configs import read_component_config
 from trainer.models.loading import SdxlModel, training_noise_scheduler
 from trainer.models.tokenizers import build_sdxl_tokenizers
-from trainer.optim.optimizers import build_optimizer
-from trainer.optim.schedulers import build_scheduler
 from trainer.plan import plan_from_scan
-from trainer.run import build_network, parameter_groups, prepare_model
+from trainer.run import PRECISION_DTYPES, build_network, build_optimization, prepare_model
 from trainer.session import Session
 from trainer.step import cache_text_outputs
 
-AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # as trainer.run's _DTYPES
 CAPTION = "a photo of a toy, on a table, studio light"
 FOLDER = "1_trace"
 
@@ -126,12 +123,7 @@ def fake_run(config: TrainingConfig, meta: MetaModel, workdir: Path) -> FakeRun:
     scan = DatasetScan(records, (FolderSummary(FOLDER, 1, len(records)),), ())
     plan = plan_from_scan(config, scan)
     images = bucket_images(records, config)
-    groups, names = parameter_groups(config, network)
-    optimizer = build_optimizer(config.optimizer, groups, config.optimizer_args)
-    scheduler = build_scheduler(
-        config.lr_scheduler, optimizer, plan.total_steps, plan.warmup_steps,
-        config.lr_scheduler_num_cycles, config.lr_scheduler_power, config.lr_scheduler_args,
-    )  # fmt: skip
+    optimizer, scheduler, names = build_optimization(config, network, plan)
     cached = config.cache_latents or config.cache_latents_to_disk
     shape = latent_shape(model.vae, images[0].bucket)
     seed = config.seed or 0
@@ -140,7 +132,7 @@ def fake_run(config: TrainingConfig, meta: MetaModel, workdir: Path) -> FakeRun:
         config=config, plan=plan, model=model, network=network, images=images,
         latents=[torch.empty(shape) for _ in images] if cached else None,
         optimizer=optimizer, scheduler=scheduler, snr=all_snr(model.noise_scheduler.alphas_cumprod),
-        device=torch.device("cpu"), autocast_dtype=AUTOCAST_DTYPES.get(precision),
+        device=torch.device("cpu"), autocast_dtype=PRECISION_DTYPES.get(precision),
         # GradScaler only scales the loss and unscales gradients in place: no memory.
         scaler=torch.amp.GradScaler("cpu", enabled=False),
         seed=seed, output_dir=workdir, metadata={}, caption_rng=random.Random(seed),

@@ -51,10 +51,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from trainer.config import TrainingConfig, parse_payload
 from trainer.estimate.allowances import allowances
 from trainer.estimate.autocast import cuda_autocast_rules
-from trainer.estimate.fake import AUTOCAST_DTYPES, FakeRun, fake_run, prepared_meta_model
+from trainer.estimate.fake import FakeRun, fake_run, prepared_meta_model
 from trainer.estimate.tracker import StandInScalars, StepFlops, StepTracker
 from trainer.loop import optimizer_step
 from trainer.models.configs import SDXL_BASE_CONFIG
+from trainer.run import PRECISION_DTYPES
 from trainer.session import Session
 from trainer.step import training_loss
 
@@ -84,7 +85,7 @@ def trace_step(config: TrainingConfig, *, base: str | Path = "full") -> StepTrac
     base configs) or a diffusers config folder (``unet/config.json``, ...)."""
     started = time.perf_counter()
     config_dir = SDXL_BASE_CONFIG if base == "full" else Path(base)
-    low = AUTOCAST_DTYPES.get(config.mixed_precision, torch.float16)
+    low = PRECISION_DTYPES.get(config.mixed_precision, torch.float16)
     meta = prepared_meta_model(config, config_dir)
     with (
         tempfile.TemporaryDirectory(prefix="lorabox-trace-") as workdir,
