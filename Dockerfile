@@ -17,6 +17,7 @@ COPY pyproject.toml README.md ./
 COPY api ./api
 COPY cli ./cli
 COPY client ./client
+COPY clients/python/lorabox_client ./clients/python/lorabox_client
 COPY core ./core
 COPY migrations ./migrations
 COPY trainer ./trainer

@@ -1,6 +1,7 @@
 # Set-up and everyday commands. `make up` and `make test` work on a fresh machine:
 # they create .venv, install torch first (so no range pulls a different build),
-# then lorabox itself with its development tools.
+# then lorabox itself with its development tools (lorabox includes the Python client,
+# lorabox_client, from clients/python).
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -32,9 +33,9 @@ test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check api cli client core trainer worker tests bench
-	$(VENV)/bin/ruff format --check api cli client core trainer worker tests bench
-	$(VENV)/bin/mypy api cli client core trainer worker
+	$(VENV)/bin/ruff check api cli client clients core trainer worker tests bench
+	$(VENV)/bin/ruff format --check api cli client clients core trainer worker tests bench
+	$(VENV)/bin/mypy api cli client clients/python/lorabox_client core trainer worker
 	$(VENV)/bin/lint-imports
 
 bench-overhead: $(STAMP)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from api import errors
+from api import errors, openapi
 from api.limits import JsonBodyLimit
 from api.routes import (
     account,
@@ -20,6 +20,7 @@ from api.routes import (
     stream,
     system,
     watch,
+    workers,
 )
 from api.routes.deps import AppContext, AuthCache
 from core.catalog.hashing import HashCache
@@ -62,7 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (datasets, catalog, jobs, system, watch, stream, monitoring, account, dashboard):
+    openapi.install(app)
+    routers = (datasets, catalog, jobs, system, watch, stream, monitoring, account, dashboard,
+               workers)  # fmt: skip
+    for module in routers:
         app.include_router(module.router, responses=errors.documented_errors())
     app.mount("/static", dashboard.static_files, name="static")
     app.add_middleware(

@@ -7,10 +7,13 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.openapi import path_methods
 from api.schemas.common import ErrorDetailRead
 from core.errors import (
     Conflict,
@@ -49,7 +52,10 @@ def documented_errors() -> dict[int | str, dict[str, Any]]:
 
 
 def problems_detail(problems: tuple[Problem, ...] | list[Problem]) -> list[dict[str, object]]:
-    return [{"loc": list(p.loc), "msg": p.msg, "type": p.type} for p in problems]
+    return [
+        {"loc": list(p.loc), "msg": p.msg, "type": p.type} | ({"ctx": p.ctx} if p.ctx else {})
+        for p in problems
+    ]
 
 
 def _domain(_request: Request, exc: Exception) -> JSONResponse:
@@ -69,6 +75,22 @@ def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own answer to an HTTPException, with a 405's Allow made complete.
+
+    Starlette's 405 names only the methods of the first route whose path matched (POST for
+    ``OPTIONS /v1/datasets``, though GET lists them too), while RFC 9110 section 15.5.6 says
+    a 405 MUST carry an Allow field listing the target resource's supported methods: the
+    methods the OpenAPI document gives the path (api/openapi.py: path_methods)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        methods = path_methods(request.app.openapi(), request.scope["path"])
+        if methods:
+            headers = dict(exc.headers or {}) | {"Allow": ", ".join(methods)}
+            exc = StarletteHTTPException(405, exc.detail, headers=headers)
+    return await http_exception_handler(request, exc)
+
+
 def _database_down(_request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", exc)
     return JSONResponse(
@@ -85,6 +107,7 @@ def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(Exception, _unexpected)

@@ -9,10 +9,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from api.schemas.jobs import ArtifactRead, JobRead, PlanRead, ProgressRead
+from api.schemas.workers import WorkerAdminRead, WorkerList, WorkerRead
 from core.db.tables import Artifact, Job, JobStatus, User
 from core.errors import NotFound
 from core.jobs.queue import jobs_ahead, queue_position, queued_ids_in_order
 from core.jobs.service import error_of, owner_names
+from core.workers import WorkerInfo
 
 
 def _progress(job: Any) -> ProgressRead:
@@ -23,6 +25,7 @@ def _progress(job: Any) -> ProgressRead:
 
 def job_read(job: Any, *, owner: str, position: int | None) -> JobRead:
     """``job``: a Job row object, or a Core row with the same columns."""
+    waiting_or_running = job.status in (JobStatus.QUEUED, JobStatus.RUNNING)
     return JobRead(
         id=job.id,
         name=job.name,
@@ -37,6 +40,12 @@ def job_read(job: Any, *, owner: str, position: int | None) -> JobRead:
         plan=PlanRead.model_validate(job.plan),
         progress=_progress(job),
         error=error_of(job),  # type: ignore[arg-type]
+        estimate=job.estimate,
+        # The forecast is kept for queued and running jobs only (core/jobs/forecast.py); an
+        # ended job's last one is history, not a forecast.
+        blocked_reason=job.blocked_reason if job.status == JobStatus.QUEUED else None,
+        estimated_start_at=job.estimated_start_at if waiting_or_running else None,
+        estimated_finish_at=job.estimated_finish_at if waiting_or_running else None,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -53,7 +62,8 @@ _JOBS, _USERS = Job.__table__, User.__table__
 # `resolved` (JSON the poll would parse for nothing) nor the lease and webhook columns.
 _SHOWN = ("id", "owner_id", "name", "status", "attempt", "cancel_requested", "base_model",
           "dataset_id", "params", "plan", "progress", "error_code", "error_message",
-          "created_at", "started_at", "finished_at")  # fmt: skip
+          "created_at", "started_at", "finished_at", "estimate", "blocked_reason",
+          "estimated_start_at", "estimated_finish_at")  # fmt: skip
 # One round trip per poll: the job, its owner's name and, when queued, its place. Core tables
 # (no ORM entities) and a bind parameter: built once, it skips the ORM's compile step and the
 # per-request cache key of a fresh ``where()``.
@@ -97,3 +107,11 @@ def artifact_read(artifact: Artifact) -> ArtifactRead:
         epoch=artifact.epoch,
         step=artifact.step,
     )
+
+
+def worker_list(workers: Sequence[WorkerInfo], *, admin: bool) -> WorkerList:
+    """Admins see every field; users the name, GPU, state and current job."""
+    if admin:
+        return WorkerList(items=[WorkerAdminRead.model_validate(w, from_attributes=True)
+                                 for w in workers])  # fmt: skip
+    return WorkerList(items=[WorkerRead.model_validate(w, from_attributes=True) for w in workers])

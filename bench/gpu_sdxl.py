@@ -4,11 +4,15 @@
 
 Builds the real SDXL architecture from the configs the project ships, with
 random weights (nothing is downloaded), and trains it with the trainer's own
-session and loop on synthetic 1024x1024 images. Prints s/step, images/s, and
-peak allocated / reserved memory. ``--cap-gib 16`` caps the process the way a
-16 GiB RTX 4070 Ti Super would (``torch.cuda.set_per_process_memory_fraction``).
-Targets: peak reserved <= 15.5 GiB with the cap, <= 0.35 s/step on an
-H100 (compute limit ~0.064 s/step: 63.5 TFLOP per seed step at 989 TFLOP/s).
+session and loop on synthetic 1024x1024 images. Prints, per variant, the measured
+s/step, images/s and peak allocated / reserved memory beside the memory model's
+estimate (trainer/estimate/model.py) and their ratio, and the efficiency the
+measured s/step implies against the device's peak (core/workers/peaks.py; the time
+model's ``LORABOX_WORKER_DEFAULT_EFFICIENCY`` is calibrated from it: docs/estimates.md).
+``--cap-gib 16`` caps the process the way a 16 GiB RTX 4070 Ti Super would
+(``torch.cuda.set_per_process_memory_fraction``): it emulates the card's memory, not
+its speed. Targets: peak reserved <= 15.5 GiB with the cap, <= 0.35 s/step on an
+H100 (compute limit ~0.068 s/step: 67.6 TFLOP per seed step at 989 TFLOP/s).
 
 Variants (the seed payload and settings that change memory or speed): seed,
 unet_only_cached_te, full_bf16, fp8_base, locon, adafactor - each that the payload model
@@ -29,9 +33,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.workers.peaks import table_peak  # noqa: E402
 from tests.factories import make_dataset, seed_payload  # noqa: E402
 from trainer.config import PayloadError, parse_payload  # noqa: E402
 from trainer.data.folders import scan_dataset  # noqa: E402
+from trainer.estimate.architecture import Architecture  # noqa: E402
+from trainer.estimate.model import estimate_footprint  # noqa: E402
 from trainer.hooks import StepCompleted, null_reporter  # noqa: E402
 from trainer.loop import run_training  # noqa: E402
 from trainer.models.configs import SDXL_BASE_CONFIG, read_component_config  # noqa: E402
@@ -40,6 +47,7 @@ from trainer.models.tokenizers import build_sdxl_tokenizers  # noqa: E402
 from trainer.plan import plan_from_scan  # noqa: E402
 from trainer.run import TrainingJob, build_session, seed_everything  # noqa: E402
 
+GIB = 2**30
 VARIANTS: dict[str, dict[str, Any]] = {
     "seed": {},
     "unet_only_cached_te": {"text_encoder_lr": 0, "sdxl_cache_text_encoder_outputs": True,
@@ -99,15 +107,37 @@ def run_variant(name: str, steps: int, data: Path, out: Path) -> dict[str, Any]:
     )
     timed = times[3:] or times
     s_per_step = sorted(timed)[len(timed) // 2]
-    result = {
+    allocated, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+    del session
+    return {
         "variant": name,
         "s_per_step": round(s_per_step, 4),
         "images_per_s": round(config.train_batch_size / s_per_step, 2),
-        "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-        "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
+        "peak_allocated_gib": round(allocated / GIB, 2),
+        "peak_reserved_gib": round(reserved / GIB, 2),
+        **beside_the_model(config, s_per_step, allocated, reserved),
     }
-    del session
-    return result
+
+
+def beside_the_model(
+    config: Any, s_per_step: float, allocated: int, reserved: int
+) -> dict[str, Any]:
+    """The model's figures for the same payload, the measured/model ratios, and the
+    efficiency the measured s/step implies (None on a GPU the peaks table doesn't know)."""
+    estimate = estimate_footprint(config, Architecture.from_config_dir(SDXL_BASE_CONFIG))
+    allocator = estimate.parts["allocator"]
+    peak = table_peak(torch.cuda.get_device_name(0))
+    return {
+        "model_peak_gib": round(estimate.peak_bytes / GIB, 2),
+        "allocated_over_model": round(allocated / estimate.peak_bytes, 3),
+        # reserved is what the allocator holds: the traced peak plus its allowance
+        "reserved_over_model": round(reserved / (estimate.peak_bytes + allocator), 3),
+        "model_device_gib": round(estimate.device_bytes / GIB, 2),
+        "step_tflop": round(estimate.step_flops / 1e12, 2),
+        "implied_efficiency": (
+            round(estimate.step_flops / (s_per_step * peak.flops), 3) if peak else None
+        ),
+    }
 
 
 def main() -> None:

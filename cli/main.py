@@ -17,7 +17,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from client.commands import add_client_commands, run_client_command
+from client.commands import add_client_commands, cmd_models_list, run_client_command
 from core.db import Database, User
 from core.db.migrate import upgrade
 from core.errors import Conflict, DomainError, NotFound
@@ -280,12 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = user_sub.add_parser("revoke", help="revoke a user's token")
     revoke.add_argument("name")
     user.set_defaults(func=cmd_user)
-    models = sub.add_parser("models", help="models directory")
-    models.add_argument("models_command", choices=["add-demo"])
-    models.add_argument("--name", default="tiny-sdxl")
-    models.set_defaults(func=cmd_models)
-    # The REST client's commands (submit, jobs, status, cancel, logs, download) speak only
-    # HTTP, so they work from any machine that reaches the API.
+    models = sub.add_parser("models", help="base models: the server's list, a demo model")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    demo = models_sub.add_parser(
+        "add-demo", help="write a miniature SDXL (random weights) into the models directory"
+    )
+    demo.add_argument("--name", default="tiny-sdxl")
+    demo.set_defaults(func=cmd_models)
+    # Over the REST API, as the other client commands: it lists what the server sees.
+    listing = models_sub.add_parser("list", help="the server's base models and VAEs")
+    listing.set_defaults(client=cmd_models_list)
+    # The REST client's commands (submit, wait, jobs, status, cancel, logs, download) speak
+    # only HTTP, so they work from any machine that reaches the API.
     add_client_commands(sub)
     return parser
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 Loc = tuple[str | int, ...]
 
@@ -15,6 +16,7 @@ class Problem:
     loc: Loc
     msg: str
     type: str = "value_error"
+    ctx: Mapping[str, Any] | None = None  # machine-readable detail (does_not_fit's suggestions)
 
 
 class DomainError(Exception):

@@ -83,12 +83,40 @@ class Settings(BaseSettings):
     # imported the ML stack once when torch has no GPU support, and spawns it fresh otherwise.
     trainer_start_method: Literal["auto", "spawn", "forkserver"] = "auto"
 
+    # Workers (docs/reliability.md, "Workers"): each writes what its device has every
+    # `worker_heartbeat_s`, idle or busy; one not heard from for `worker_expiry_s` no longer
+    # counts. Submit keeps `vram_headroom_bytes` spare on a counted worker's card (the claim
+    # compares the estimate with the card's free memory as it is, without it); a job short of
+    # free memory at its claim waits, and its message is sent again after `blocked_retry_s`.
+    worker_heartbeat_s: float = Field(default=10.0, gt=0)
+    worker_expiry_s: float = Field(default=60.0, gt=0)
+    vram_headroom_bytes: int = Field(default=1 * GiB, ge=0)
+    blocked_retry_s: float = Field(default=60.0, gt=0)
+    # The time model's starting points (core/workers/model.py) until a worker has learned its
+    # own from finished runs: the fraction of the GPU's peak a step reaches (a judgement for
+    # SDXL LoRA steps, to calibrate with bench/gpu_sdxl.py), and seconds per job for loading,
+    # per cached image, per sample image and per save point.
+    worker_default_efficiency: float = Field(default=0.3, gt=0, le=4)
+    worker_allowance_loading_s: float = Field(default=60.0, ge=0)
+    worker_allowance_caching_s: float = Field(default=0.25, ge=0)
+    worker_allowance_sampling_s: float = Field(default=10.0, ge=0)
+    worker_allowance_saving_s: float = Field(default=5.0, ge=0)
+
     def db_limits(self) -> CallLimits:
         return CallLimits(
             call_timeout_s=self.db_call_timeout_s,
             loop_call_timeout_s=self.db_loop_call_timeout_s,
             statement_timeout_s=self.db_statement_timeout_s,
         )
+
+    def worker_allowances(self) -> dict[str, float]:
+        """The default allowances, by the names core/workers/model.py uses."""
+        return {
+            "loading": self.worker_allowance_loading_s,
+            "caching": self.worker_allowance_caching_s,
+            "sampling": self.worker_allowance_sampling_s,
+            "saving": self.worker_allowance_saving_s,
+        }
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:

@@ -1,11 +1,14 @@
-"""Noise, timesteps and loss weighting as pure functions.
+"""Noise, timesteps, the element loss and loss weighting as pure functions.
 
 As sd-scripts: ``library/custom_train_functions.py`` (``apply_noise_offset``,
-``pyramid_noise_like``, the SNR weights) and ``library/train_util.py:
-get_noise_noisy_latents_and_timesteps``.
+``pyramid_noise_like``, the SNR weights, ``apply_masked_loss``) and ``library/train_util.py``
+(``get_noise_noisy_latents_and_timesteps``, ``get_timesteps_and_huber_c``,
+``conditional_loss``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +97,11 @@ def velocity(
 def sample_timesteps(
     batch: int, min_timestep: int, max_timestep: int, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Uniform integers in [min_timestep, max_timestep), one per sample."""
+    """Uniform integers in [min_timestep, max_timestep), one per sample; every sample at
+    ``max_timestep`` when the two are equal (sd-scripts main ``library/train_util.py:
+    get_timesteps``; the GUI's commit crashes there)."""
+    if min_timestep >= max_timestep:
+        return torch.full((batch,), max_timestep, dtype=torch.long)
     return torch.randint(min_timestep, max_timestep, (batch,), generator=generator)
 
 
@@ -109,9 +116,12 @@ def v_pred_scale(snr: torch.Tensor) -> torch.Tensor:
     return capped / (capped + 1)
 
 
-def debiased_weight(snr: torch.Tensor) -> torch.Tensor:
-    """Debiased estimation: 1 / sqrt(min(SNR, 1000))."""
-    return 1.0 / torch.sqrt(torch.clamp(snr, max=SNR_CAP))
+def debiased_weight(snr: torch.Tensor, v_prediction: bool = False) -> torch.Tensor:
+    """Debiased estimation with SNR' = min(SNR, 1000): 1 / sqrt(SNR'), or 1 / (SNR' + 1)
+    for v-prediction (sd-scripts main ``apply_debiased_estimation``; the GUI's commit used
+    1 / sqrt(SNR') for both)."""
+    capped = torch.clamp(snr, max=SNR_CAP)
+    return 1.0 / (capped + 1) if v_prediction else 1.0 / torch.sqrt(capped)
 
 
 def loss_weights(
@@ -136,7 +146,7 @@ def loss_weights(
     if v_pred_like_loss:
         weight = weight * (1.0 + v_pred_like_loss / v_pred_scale(snr))
     if debiased:
-        weight = weight * debiased_weight(snr)
+        weight = weight * debiased_weight(snr, v_prediction)
     return weight
 
 
@@ -145,7 +155,64 @@ def prior_weights(is_reg: list[bool], prior_loss_weight: float) -> torch.Tensor:
     return torch.tensor([prior_loss_weight if reg else 1.0 for reg in is_reg])
 
 
+def huber_c(
+    timesteps: torch.Tensor, schedule: str, c0: float, alphas_cumprod: torch.Tensor
+) -> torch.Tensor:
+    """The Huber parameter of each sample's timestep t (sd-scripts ``get_timesteps_and_huber_c``):
+    constant c0; exponential exp(-a t) with a = -ln(c0) / T; snr (1 - c0) / (1 + s_t)^2 + c0
+    with s_t = sqrt((1 - ab_t) / ab_t). T = 1000 training timesteps."""
+    t = timesteps.cpu()
+    if schedule == "constant":
+        return torch.full(t.shape, c0, dtype=torch.float32)
+    if schedule == "exponential":
+        alpha = -math.log(c0) / alphas_cumprod.shape[0]
+        return torch.exp(-alpha * t.float())
+    ab = alphas_cumprod.cpu()[t].float()
+    sigmas = ((1.0 - ab) / ab) ** 0.5
+    return (1 - c0) / (1 + sigmas) ** 2 + c0
+
+
+def element_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    loss_type: str = "l2",
+    c: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """sd-scripts ``conditional_loss`` with reduction "none", in fp32: l2 (p - y)^2;
+    huber 2c(sqrt((p - y)^2 + c^2) - c); smooth_l1 2(sqrt((p - y)^2 + c^2) - c); ``c`` holds
+    one value per sample."""
+    error = prediction.float() - target.float()
+    if loss_type == "l2":
+        return error**2
+    assert c is not None, "huber and smooth_l1 need the per-sample c"
+    c = c.to(error.device, torch.float32).view(-1, *([1] * (error.ndim - 1)))
+    smooth = torch.sqrt(error**2 + c**2) - c
+    return 2 * c * smooth if loss_type == "huber" else 2 * smooth
+
+
+def apply_mask(loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sd-scripts ``apply_masked_loss``: the (B, 1, H, W) mask in [0, 1], area-averaged to the
+    loss's (h, w), times the element loss. Averaged where the mask is (the host, for the
+    trainer's masks) and then moved: only the latent-sized mask reaches the device."""
+    mask = F.interpolate(mask.to(dtype=loss.dtype), size=loss.shape[2:], mode="area")
+    return loss * mask.to(loss.device)
+
+
+def per_sample_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    loss_type: str = "l2",
+    c: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The element loss (masked if a mask is given) averaged over (C, H, W), as
+    ``train_network.py: NetworkTrainer.train`` reduces it (masked elements still count)."""
+    loss = element_loss(prediction, target, loss_type, c)
+    if mask is not None:
+        loss = apply_mask(loss, mask)
+    return loss.mean(dim=(1, 2, 3))
+
+
 def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error over (C, H, W), in fp32 whatever the model's dtype."""
-    error = (prediction.float() - target.float()) ** 2
-    return error.mean(dim=(1, 2, 3))
+    return per_sample_loss(prediction, target)

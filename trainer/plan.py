@@ -1,7 +1,8 @@
 """How long a job trains, computed as the Kohya GUI computes it.
 
-The GUI's estimate is kohya_ss ``kohya_gui/lora_gui.py: train_model``; the epoch
-count is sd-scripts' (``train_network.py: NetworkTrainer.train``). The rules are in
+The GUI's estimate (and the warmup derived from it) is kohya_ss ``kohya_gui/lora_gui.py:
+train_model``; the total with ``max_train_epochs`` and the epoch count are sd-scripts'
+(``train_network.py: NetworkTrainer.train``). The rules are in
 docs/kohya-semantics.md, "Steps, epochs and warmup".
 
 Torch-free: the API answers ``POST /v1/jobs/validate`` with it.
@@ -63,28 +64,44 @@ class TrainingPlan:
         )
 
 
+# The image files kohya_ss v24.1.7's step estimate counts (train_model: lower-cased names
+# ending in these); sd-scripts also trains .bmp files, which the estimate leaves out.
+GUI_COUNTED = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def gui_images_x_repeats(scan: DatasetScan) -> int:
+    """Images x repeats as the GUI's estimate counts them (no .bmp)."""
+    return sum(r.repeats for r in scan.images if r.path.name.lower().endswith(GUI_COUNTED))
+
+
+def gui_steps(config: TrainingConfig, images_x_repeats: int, with_reg: bool = False) -> int:
+    """The step count kohya_ss ``train_model`` computes and derives warmup from:
+    ``max_train_steps`` if set, else ceil(images x repeats / batch / accumulation x epoch x
+    reg factor), evaluated in its float order."""
+    if config.max_train_steps:
+        return config.max_train_steps
+    reg_factor = 2 if with_reg else 1
+    return math.ceil(
+        float(images_x_repeats)
+        / config.train_batch_size
+        / config.gradient_accumulation_steps
+        * config.epochs
+        * reg_factor
+    )
+
+
 def total_steps(
     config: TrainingConfig, images_x_repeats: int, batches: int, with_reg: bool = False
 ) -> int:
     """Optimizer steps of the run.
 
-    ``max_train_steps`` wins; else ``max_train_epochs`` gives bucket-exact epochs
-    (sd-scripts); else the GUI's estimate from ``epoch``, evaluated in its float
-    order: ceil(images x repeats / batch / accumulation x epoch x reg factor).
+    ``max_train_epochs`` wins, with bucket-exact epochs (sd-scripts ``train_network.py:
+    NetworkTrainer.train`` recomputes ``max_train_steps`` from it, at kohya_ss' commit and
+    at main); else the GUI's :func:`gui_steps`.
     """
-    if config.max_train_steps:
-        return config.max_train_steps
-    accumulation = config.gradient_accumulation_steps
     if config.max_train_epochs:
-        return config.max_train_epochs * math.ceil(batches / accumulation)
-    reg_factor = 2 if with_reg else 1
-    return math.ceil(
-        float(images_x_repeats)
-        / config.train_batch_size
-        / accumulation
-        * config.epochs
-        * reg_factor
-    )
+        return config.max_train_epochs * math.ceil(batches / config.gradient_accumulation_steps)
+    return gui_steps(config, images_x_repeats, with_reg)
 
 
 def epochs_for(steps: int, batches: int, accumulation: int) -> int:
@@ -117,14 +134,20 @@ def plan_from_scan(
 ) -> TrainingPlan:
     images = bucket_images(training_records(scan, reg_scan), config)
     batches = batches_per_epoch(images, config.train_batch_size)
-    steps = total_steps(config, scan.images_x_repeats, batches, with_reg=reg_scan is not None)
+    counted, with_reg = gui_images_x_repeats(scan), reg_scan is not None
+    steps = total_steps(config, counted, batches, with_reg=with_reg)
+    # The GUI computes warmup from its own count; sd-scripts keeps that number even when
+    # max_train_epochs changes the total.
+    warmup = warmup_steps(
+        gui_steps(config, counted, with_reg), config.lr_warmup_percent, config.lr_warmup_steps
+    )
     warnings = [Notice(message) for message in scan.warnings]
     counts = bucket_counts(images)
     return TrainingPlan(
         total_steps=steps,
         batches_per_epoch=batches,
         epochs=epochs_for(steps, batches, config.gradient_accumulation_steps),
-        warmup_steps=warmup_steps(steps, config.lr_warmup_percent, config.lr_warmup_steps),
+        warmup_steps=warmup,
         images_x_repeats=scan.images_x_repeats,
         buckets=tuple(BucketCount(bucket, count) for bucket, count in counts.items()),
         warnings=tuple(warnings),

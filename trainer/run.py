@@ -25,16 +25,17 @@ from trainer.errors import OutOfMemoryError, TrainingCancelled, TrainingSuspende
 from trainer.hooks import Notice, PhaseChanged, Reporter, StopSignal, never_stop, null_reporter
 from trainer.job import TrainingJob
 from trainer.loop import StepHook, TrainingResult, run_training
-from trainer.lora.kohya_file import load_lora_into
+from trainer.lora.build import build_network as build_lora_network
+from trainer.lora.build import network_parts
+from trainer.lora.groups import parameter_groups
 from trainer.lora.metadata import RunFacts, run_metadata
-from trainer.lora.network import LoraNetwork, apply_lora
-from trainer.lora.regularizers import Dropouts, install_dropouts
-from trainer.lora.targets import LOCON, ConvRank
+from trainer.lora.network import LoraNetwork
 from trainer.loss import all_snr
 from trainer.models.fp8 import store_base_in_fp8
 from trainer.models.loading import SdxlModel, load_sdxl
 from trainer.optim.optimizers import build_optimizer, describe_optimizer
 from trainer.optim.schedulers import build_scheduler
+from trainer.placement import HOST, Offload, to_host
 from trainer.plan import TrainingPlan, reuse_or_plan, text_encoder_stop_step, training_records
 from trainer.session import Session
 from trainer.state.training_state import (
@@ -113,35 +114,14 @@ def prepare_model(
 
 
 def build_network(model: SdxlModel, job: TrainingJob) -> LoraNetwork:
+    """The config's network type on the parts being trained (``trainer.lora.build``)."""
     config = job.config
-    network = apply_lora(
-        model.unet if config.train_unet else None,
-        (model.text_encoder, model.text_encoder_2) if config.train_text_encoder else None,
-        config.network_dim,
-        config.network_alpha,
-        conv=ConvRank(config.conv_dim, config.conv_alpha) if config.lora_type == LOCON else None,
-    )
-    if job.network_weights is not None:
-        load_lora_into(network, job.network_weights)
-    dropouts = Dropouts(config.network_dropout, config.rank_dropout, config.module_dropout)
-    install_dropouts(network, dropouts)
+    unet, encoders = network_parts(model.unet, (model.text_encoder, model.text_encoder_2), config)
+    network = build_lora_network(config, unet, encoders, job.network_weights)
     if config.full_bf16:
         for parameter in network.parameters():
             parameter.data = parameter.data.to(torch.bfloat16)
     return network
-
-
-def parameter_groups(config: TrainingConfig, network: LoraNetwork) -> tuple[list[dict], list[str]]:
-    groups, names = [], []
-    if config.train_text_encoder:
-        groups.append(
-            {"params": list(network.parameters("textencoder")), "lr": config.text_encoder_lr}
-        )
-        names.append("textencoder")
-    if config.train_unet:
-        groups.append({"params": list(network.parameters("unet")), "lr": config.unet_lr})
-        names.append("unet")
-    return groups, names
 
 
 def build_optimization(
@@ -196,10 +176,12 @@ def build_session(
     model: SdxlModel | None = None,
     reg_scan: DatasetScan | None = None,
     setup: SetupStop | None = None,
+    host: torch.device = HOST,
 ) -> Session:
     """Everything the loop needs; ``model`` skips loading (benchmarks build one in memory).
 
-    ``setup`` polls the host's stop signal after each phase (see ``StopRequest``)."""
+    ``setup`` polls the host's stop signal after each phase (see ``StopRequest``). What is
+    cached leaves the device for ``host`` (``trainer.placement``)."""
     config = job.config
     gate = setup or SetupStop()
     device = pick_device()
@@ -218,6 +200,8 @@ def build_session(
     if not finishing:
         cache = cache_image_latents(model, images, config, latent_generator, reporter, gate)
         finishing = gate.check()
+    if Offload.for_config(config).vae:  # the steps read the cached latents instead
+        to_host(host, model.vae)
     optimizer, scheduler, names = build_optimization(config, network, plan)
     facts = RunFacts(
         plan, scan, images, job.base_model, job.vae,
@@ -240,11 +224,24 @@ def build_session(
             if config.train_text_encoder else None
         ),
     )  # fmt: skip
-    if config.cache_text_encoder_outputs and not finishing:
-        reporter(PhaseChanged("caching"))
-        session.text_cache = cache_text_outputs(session)
-        gate.check()
+    if not finishing:
+        cache_text_conditioning(session, reporter, gate, host)
     return session
+
+
+def cache_text_conditioning(
+    s: Session, reporter: Reporter, gate: SetupStop, host: torch.device
+) -> None:
+    """``sdxl_cache_text_encoder_outputs``: every caption encoded once, kept off the device;
+    then the frozen encoders leave it too (``trainer.placement``)."""
+    config = s.config
+    if config.cache_text_encoder_outputs:
+        reporter(PhaseChanged("caching"))
+        to_disk = config.cache_text_encoder_outputs_to_disk
+        s.text_cache = cache_text_outputs(s, to_disk=to_disk, host=host)
+        gate.check()
+    if Offload.for_config(config).text_encoders:
+        to_host(host, s.model.text_encoder, s.model.text_encoder_2)
 
 
 def train(

@@ -96,9 +96,14 @@ def _remove(s: Session, reporter: Reporter, name: str) -> None:
 def save_checkpoint(
     s: Session, reporter: Reporter, name: str, step: int, epoch: int, final: bool
 ) -> None:
-    metadata = {**s.metadata, "ss_steps": str(step), "ss_epoch": str(epoch)}
-    if final:
-        metadata["ss_training_finished_at"] = str(time.time())
+    # sd-scripts train_network.py (save_model inside NetworkTrainer.train) stamps
+    # ss_training_finished_at on every file it saves, epoch and step checkpoints too.
+    metadata = {
+        **s.metadata,
+        "ss_training_finished_at": str(time.time()),
+        "ss_steps": str(step),
+        "ss_epoch": str(epoch),
+    }
     written = save_lora(s.network, s.output_dir / name, s.config.save_precision, metadata)
     kind: ArtifactKind = "lora" if final else "checkpoint"
     reporter(ArtifactSaved(name, kind, epoch=epoch, step=step, metadata=written))

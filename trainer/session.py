@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,5 +39,6 @@ class Session:
     group_names: list[str] = field(default_factory=list)
     train_text_encoder: bool = False  # False once stop_text_encoder_training_pct is reached
     text_encoder_stop_step: int | None = None  # optimizer step after which the TE LoRA freezes
-    text_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (context, pooled) per image
+    # (context, pooled) per image, in host memory or on disk (trainer.data.text_cache)
+    text_cache: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None
     flipped_latents: list[torch.Tensor] | None = None  # flip_aug: cached latents of the mirrors

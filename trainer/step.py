@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
+from trainer.config.checks import timestep_bounds
 from trainer.data.augment import PLAIN, Augmentation, crop_conditioning, draw_augmentation
 from trainer.data.batches import Batch
 from trainer.data.captions import drops_caption, process_caption
 from trainer.data.latents import draw_noise, encode, pixels_for
+from trainer.data.masks import batch_masks
+from trainer.data.text_cache import (
+    DiskTextCache,
+    TextOutputs,
+    disk_path,
+    host_rows,
+    is_cached,
+    rows_per_block,
+    text_fingerprint,
+    write_outputs,
+)
 from trainer.loss import (
+    huber_c,
     input_perturbation,
     loss_weights,
     multires_noise,
     offset_noise,
-    per_sample_mse,
+    per_sample_loss,
     prior_weights,
     sample_timesteps,
     velocity,
 )
 from trainer.models.text import chunked_input_ids, encode_text, size_conditioning
+from trainer.placement import HOST
 from trainer.session import Session
 
 
@@ -76,18 +91,40 @@ def encode_captions(s: Session, captions: list[str]) -> tuple[torch.Tensor, torc
 
 
 @torch.no_grad()
-def cache_text_outputs(s: Session) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """sdxl_cache_text_encoder_outputs: each image's fixed caption encoded once.
+def cache_text_outputs(
+    s: Session, *, to_disk: bool = False, host: torch.device = HOST
+) -> Sequence[TextOutputs]:
+    """sdxl_cache_text_encoder_outputs: each image's fixed caption encoded once, kept in
+    ``host`` memory or, ``to_disk``, in a file beside the image (``trainer.data.text_cache``).
 
     Only valid when no text encoder trains and captions never change (no shuffle,
     no dropout): the config rules guarantee both.
     """
-    cached = []
+    if to_disk:
+        return _cache_text_outputs_on_disk(s)
+    cached: list[TextOutputs] = []
+    pending: list[TextOutputs] = []
     with _autocast(s):
         for image in s.images:
             context, pooled = encode_captions(s, [image.record.caption])
-            cached.append((context[0], pooled[0]))
-    return cached
+            pending.append((context[0], pooled[0]))
+            if len(pending) == rows_per_block(context[0]):
+                cached += host_rows(pending, s.device, host)
+                pending = []
+    return cached + host_rows(pending, s.device, host)
+
+
+def _cache_text_outputs_on_disk(s: Session) -> DiskTextCache:
+    encoders = (s.model.text_encoder, s.model.text_encoder_2)
+    fingerprint = text_fingerprint(encoders, s.config.max_token_length, s.autocast_dtype)
+    paths = [disk_path(image.record.path, fingerprint) for image in s.images]
+    with _autocast(s):
+        for image, path in zip(s.images, paths, strict=True):
+            caption = image.record.caption
+            if not is_cached(path, caption):  # a repeated image finds its first copy's file
+                context, pooled = encode_captions(s, [caption])
+                write_outputs(path, caption, context[0], pooled[0])
+    return DiskTextCache(paths)
 
 
 def batch_conditioning(
@@ -96,9 +133,10 @@ def batch_conditioning(
     """Text context, pooled text embedding and size conditioning for a batch."""
     images = [s.images[i] for i in batch.images]
     augmentations = augmentations or [PLAIN] * len(images)
-    if s.text_cache is not None:
-        context = torch.stack([s.text_cache[i][0] for i in batch.images])
-        pooled = torch.stack([s.text_cache[i][1] for i in batch.images])
+    if s.text_cache is not None:  # host memory or disk: only the batch's come to the device
+        cached = [s.text_cache[i] for i in batch.images]
+        context = torch.stack([c.to(s.device, non_blocking=True) for c, _ in cached])
+        pooled = torch.stack([p.to(s.device, non_blocking=True) for _, p in cached])
     else:
         context, pooled = encode_captions(s, batch_captions(s, batch, epoch))
     time_ids = torch.stack(
@@ -159,9 +197,7 @@ def training_loss(s: Session, batch: Batch, epoch: int = 1) -> torch.Tensor:
     with _autocast(s):
         context, pooled, time_ids = batch_conditioning(s, batch, epoch, augmentations)
         noise = training_noise(s, latents)
-        timesteps = sample_timesteps(
-            latents.shape[0], config.min_timestep, config.max_timestep, None
-        ).to(s.device)
+        timesteps = sample_timesteps(latents.shape[0], *timestep_bounds(config), None).to(s.device)
         perturbed = input_perturbation(
             noise, config.ip_noise_gamma, config.ip_noise_gamma_random_strength, None
         )
@@ -176,5 +212,27 @@ def training_loss(s: Session, batch: Batch, epoch: int = 1) -> torch.Tensor:
         target = velocity(latents, noise, scheduler.alphas_cumprod[timesteps.cpu()])
     else:
         target = noise
-    loss = per_sample_mse(prediction, target)
+    loss = prediction_loss(s, batch, prediction, target, timesteps, augmentations)
     return (loss * sample_weights(s, batch, timesteps)).mean()
+
+
+def prediction_loss(
+    s: Session,
+    batch: Batch,
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    timesteps: torch.Tensor,
+    augmentations: list[Augmentation],
+) -> torch.Tensor:
+    """Each sample's loss, in ``train_network.py: NetworkTrainer.train``'s order: the
+    element loss of ``loss_type`` (Huber c from each sample's timestep), the alpha mask
+    with ``masked_loss``, the mean over (C, H, W)."""
+    config = s.config
+    c = None
+    if config.loss_type != "l2":
+        alphas = s.model.noise_scheduler.alphas_cumprod
+        c = huber_c(timesteps, config.huber_schedule, config.huber_c, alphas)
+    mask = None
+    if config.masked_loss:
+        mask = batch_masks([s.images[i] for i in batch.images], augmentations)
+    return per_sample_loss(prediction, target, config.loss_type, c, mask)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 from celery import Celery
@@ -23,6 +24,9 @@ app = create_celery()
 
 
 def run_worker(gpu: int | None = None) -> int:
+    # CUDA numbers GPUs fastest first by default, NVML by PCI bus: with this the trainer's
+    # cuda:0 is the GPU the worker reads through NVML (worker/device.py).
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     settings = get_settings()
     settings.ensure_dirs()
     name = f"lorabox-gpu{gpu if gpu is not None else 'any'}@{socket.gethostname()}"

@@ -8,11 +8,13 @@ queue instead of training on for hours (docs/reliability.md, graceful stop).
 from __future__ import annotations
 
 import atexit
+import logging
 from functools import cache
 from typing import Any
 
 from celery import signals
 
+from worker.heartbeat import Heartbeat, start_heartbeat
 from worker.reconciler import Reconciler
 from worker.runner import WorkerContext
 from worker.supervisor import shutdown_requested
@@ -24,6 +26,10 @@ def context() -> WorkerContext:
     return WorkerContext.from_settings()
 
 
+log = logging.getLogger(__name__)
+_heartbeat: list[Heartbeat] = []  # the one started at worker_ready
+
+
 @cache
 def reconciler() -> Reconciler:
     return Reconciler(context().settings)
@@ -33,12 +39,20 @@ def reconciler() -> Reconciler:
 def _start_reconciler(**_: Any) -> None:
     reconciler().start()
     warm_up(context().settings.trainer_start_method)
+    # After the warm-up (a CPU host's probe forks from the fork server) and before the first
+    # job: the worker's row says what it has from the start (worker/heartbeat.py).
+    try:
+        _heartbeat.append(start_heartbeat(context()))
+    except Exception:  # noqa: BLE001 - a worker that can't report still trains
+        log.exception("the worker's heartbeat could not start; it will not be counted")
 
 
 @signals.worker_shutting_down.connect
 def _hand_back_on_shutdown(**_: Any) -> None:
     shutdown_requested.set()
     reconciler().stop()
+    while _heartbeat:
+        _heartbeat.pop().stop()
 
 
 @signals.worker_shutdown.connect

@@ -1,8 +1,9 @@
 """The reconciler loop: every worker runs one in a thread (conditional updates make many safe).
 
 Each pass re-queues running jobs whose lease expired (or fails them with `worker_lost` once
-LORABOX_MAX_ATTEMPTS runs were lost) and sends a fresh message for queued jobs nobody claimed
-for LORABOX_REQUEUE_AFTER_S. See core/jobs/recovery.py and docs/reliability.md.
+LORABOX_MAX_ATTEMPTS runs were lost), sends a fresh message for queued jobs nobody claimed
+for LORABOX_REQUEUE_AFTER_S, and refreshes the queue's forecast (core/jobs/forecast.py).
+See core/jobs/recovery.py and docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 
 from core.db import Database
 from core.jobs.broker import Broker, send_or_defer
+from core.jobs.forecast import refresh_forecast
 from core.jobs.recovery import reconcile
 from core.settings import Settings
 
@@ -32,6 +34,9 @@ class Reconciler(threading.Thread):
             send_or_defer(self.broker, self.db, self.settings, job_id)
         if ids:
             log.warning("reconciler re-enqueued %s", ", ".join(ids))
+        # Time moves the forecast even when nothing else does (docs/estimates.md, "Forecast").
+        with self.db.writing() as session:
+            refresh_forecast(session, self.settings)
         return ids
 
     def run(self) -> None:

@@ -2,7 +2,10 @@
 
 The database decides whether a job runs: the claim is a conditional UPDATE (queued ->
 running, attempt + 1), so a redelivered or duplicate message for a job that is running or
-finished does nothing.
+finished does nothing. Before it claims, the worker checks the job's estimated device memory
+against what is free on its device now; a job that doesn't fit waits, and the worker takes
+the next queued job that does (``core/workers/placement.py``). A run that succeeded teaches
+the worker its speed (``core/workers/registry.py: learn_from_run``).
 """
 
 from __future__ import annotations
@@ -11,29 +14,40 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
-from core.db import Artifact, Database, Job
+from core.db import Artifact, Database, Dataset, Job
 from core.db.tables import JobStatus, utcnow
 from core.jobs.artifacts import LOG_NAME, forget_lost_artifacts, register_artifact
 from core.jobs.broker import Broker, send_or_defer
 from core.jobs.events import record_event
+from core.jobs.forecast import refresh_after_change
 from core.jobs.queue import is_paused
 from core.jobs.recovery import release
 from core.settings import Settings, get_settings
-from trainer.config import TrainingConfig
+from core.workers import placement, seconds_per_step
+from core.workers.registry import BUSY, IDLE, all_workers, learn_from_run, set_activity
+from trainer.config import stored_config
 from trainer.job import TrainingJob
 from trainer.plan import TrainingPlan
 from worker.child import TrainerLaunch, train_in_child
-from worker.relay import Fenced, fenced_update
+from worker.device import Device
+from worker.relay import Fenced, RunClock, fenced_update
 from worker.supervisor import Outcome, Supervisor, Target, shutdown_requested
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Activity:
+    """The job this worker runs now (None: idle), read by its heartbeat thread."""
+
+    job_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,15 +56,19 @@ class WorkerContext:
     db: Database
     worker_id: str
     broker: Broker
+    device: Device = field(default_factory=Device)
+    activity: Activity = field(default_factory=Activity)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> WorkerContext:
+    def from_settings(
+        cls, settings: Settings | None = None, device: Device | None = None
+    ) -> WorkerContext:
         settings = settings or get_settings()
         settings.ensure_dirs()
         gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "any")
         worker_id = f"{socket.gethostname()}:{os.getpid()}:gpu{gpu}"
         db = Database.for_settings(settings, pool_size=2)
-        return cls(settings, db, worker_id, Broker(settings))
+        return cls(settings, db, worker_id, Broker(settings), device or Device())
 
 
 def wait_while_paused(ctx: WorkerContext, job_id: str) -> bool:
@@ -83,11 +101,13 @@ def claim(ctx: WorkerContext, job_id: str) -> int | None:
                 heartbeat_at=now,
                 started_at=now,
                 progress={"phase": "loading"},
+                blocked_reason=None,
             )
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return None
+        set_activity(session, ctx.device.key, state=BUSY, current_job_id=job_id)
         attempt = int(session.scalar(sa.select(Job.attempt).where(Job.id == job_id)) or 0)
         record_event(
             session,
@@ -118,7 +138,7 @@ def trainer_launch(ctx: WorkerContext, job_id: str) -> TrainerLaunch:
 
         weights = resolved.get("network_weights")
         training = TrainingJob(
-            config=TrainingConfig.model_validate(job.config),
+            config=stored_config(job.config),
             base_model=s.models_dir / resolved["base_model"],
             base_config=model("base_config"),
             vae=model("vae"),
@@ -199,8 +219,41 @@ def _record_end(ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome)
         )
 
 
+def claim_fitting(ctx: WorkerContext, job_id: str) -> tuple[str, int] | None:
+    """Claims ``job_id`` if its estimate fits the device's free memory now; else leaves it
+    waiting (``gpu_memory``) and claims the first queued job that fits. Returns the job
+    claimed and its attempt, or None (nothing fit, or the job was no longer queued)."""
+    free = ctx.device.free_memory_bytes()
+    with ctx.db.reading() as session:
+        estimate = session.scalar(sa.select(Job.estimate).where(Job.id == job_id))
+    if placement.fits(estimate, free):
+        attempt = claim(ctx, job_id)
+        return (job_id, attempt) if attempt is not None else None
+    assert free is not None  # fits() holds nothing back when the free memory is unknown
+    with ctx.db.writing() as session:
+        blocked = placement.block(
+            session, ctx.settings, job_id=job_id, free_bytes=free, worker=ctx.device.name
+        )
+    if not blocked:  # no longer queued (cancelled, or claimed by another worker)
+        return None
+    need = (placement.needed_bytes(estimate) or 0) / 2**30
+    log.info("job %s needs %.2f GiB, %.2f GiB free: it waits", job_id, need, free / 2**30)
+    tried = {job_id}
+    while True:  # each candidate is claimed by the same conditional UPDATE; one may be taken
+        with ctx.db.reading() as session:
+            other = next(placement.fitting_queued(session, free, skip=tried), None)
+        if other is None:
+            return None
+        attempt = claim(ctx, other)
+        if attempt is not None:
+            log.info("job %s claimed ahead of %s (fits the free memory)", other, job_id)
+            return other, attempt
+        tried.add(other)
+
+
 def run_job(ctx: WorkerContext, job_id: str, *, target: Target = train_in_child) -> str | None:
-    """Runs one job if it is still ours to run; returns its final status (None: skipped)."""
+    """Runs one job if it is still ours to run (or, when it doesn't fit the device's free
+    memory, the next one that does); returns its final status (None: skipped)."""
     if shutdown_requested.is_set():  # Celery may deliver one more during a warm shutdown
         send_or_defer(
             ctx.broker, ctx.db, ctx.settings, job_id
@@ -210,12 +263,38 @@ def run_job(ctx: WorkerContext, job_id: str, *, target: Target = train_in_child)
         log.info("job %s is no longer queued; nothing to do", job_id)
         return None
     claimed_at = time.monotonic()
-    attempt = claim(ctx, job_id)
-    if attempt is None:
-        log.info("job %s was claimed elsewhere or cancelled; nothing to do", job_id)
+    claimed = claim_fitting(ctx, job_id)
+    if claimed is None:
+        log.info("job %s was claimed elsewhere, cancelled or waits for memory", job_id)
         return None
+    job_id, attempt = claimed
+    ctx.activity.job_id = job_id
+    refresh_after_change(ctx.db, ctx.settings)  # this worker is busy now: the queue moves
+    try:
+        return _supervise(ctx, job_id, attempt, claimed_at, target)
+    finally:
+        ctx.activity.job_id = None
+        _mark_idle(ctx)
+        refresh_after_change(ctx.db, ctx.settings)
+
+
+def model_s_per_step(ctx: WorkerContext, job_id: str) -> float | None:
+    """The time model's s/step for this job on this worker (its learned efficiency): the
+    prior of the job's ETA (core/jobs/forecast.py: blended_s_per_step)."""
+    with ctx.db.reading() as session:
+        estimate = session.scalar(sa.select(Job.estimate).where(Job.id == job_id))
+        worker = next((w for w in all_workers(session) if w.key == ctx.device.key), None)
+    if not estimate or "step_flops" not in estimate or worker is None or worker.peak_flops <= 0:
+        return None
+    return seconds_per_step(int(estimate["step_flops"]), worker)
+
+
+def _supervise(
+    ctx: WorkerContext, job_id: str, attempt: int, claimed_at: float, target: Target
+) -> str | None:
     log.info("job %s attempt %s started", job_id, attempt)
     supervisor = Supervisor(ctx.db, ctx.settings, job_id, attempt, claimed_at)
+    supervisor.relay.model_s_per_step = model_s_per_step(ctx, job_id)
     try:
         launch = trainer_launch(ctx, job_id)
     except (ValueError, KeyError) as exc:  # a stored config or plan this version can't read
@@ -229,4 +308,47 @@ def run_job(ctx: WorkerContext, job_id: str, *, target: Target = train_in_child)
         "job %s attempt %s ended: %s %s",
         job_id, attempt, outcome.status or outcome.release or "fenced", outcome.error_code or "",
     )  # fmt: skip
+    if outcome.status == JobStatus.SUCCEEDED:
+        learn(ctx, job_id, supervisor.relay.clock)
     return outcome.status.value if outcome.status else None
+
+
+def _mark_idle(ctx: WorkerContext) -> None:
+    try:
+        with ctx.db.writing() as session:
+            set_activity(session, ctx.device.key, state=IDLE, current_job_id=None)
+    except OperationalError:  # the next heartbeat says it
+        log.warning("could not mark worker %s idle", ctx.device.name)
+
+
+def learn(ctx: WorkerContext, job_id: str, clock: RunClock) -> None:
+    """The worker's efficiency and allowances move toward what this run measured; a failure
+    here never touches the job, whose end is already recorded."""
+    try:
+        with ctx.db.writing() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return
+            estimate = job.estimate or {}
+            step_flops = estimate.get("step_flops")
+            images = _dataset_images(session, job) if clock.cached() else 0
+            timings = clock.timings(cached_images=images)
+            info = learn_from_run(
+                session, ctx.device.key,
+                step_flops=int(step_flops) if isinstance(step_flops, int | float) else None,
+                timings=timings,
+            )  # fmt: skip
+        if info is not None:
+            log.info(
+                "worker %s learned from job %s: %.4f s/step measured, efficiency %.3f",
+                info.name, job_id, timings.s_per_step or 0.0, info.efficiency,
+            )  # fmt: skip
+    except Exception:  # noqa: BLE001 - learning is a bonus, never a failure
+        log.exception("job %s: could not learn from its timings", job_id)
+
+
+def _dataset_images(session: Any, job: Job) -> int:
+    """Images whose latents (or text-encoder outputs) a run caches: its datasets' images."""
+    ids = [i for i in (job.dataset_id, job.reg_dataset_id) if i]
+    counts = session.scalars(sa.select(Dataset.image_count).where(Dataset.id.in_(ids)))
+    return int(sum(counts))

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.routes.deps import SESSION_COOKIE, Ctx, CurrentUser
 from core.db import User
 from core.users import authenticate
-from core.watch.webhooks import SIGNATURE_HEADER, ensure_secret
+from core.watch.webhooks import SIGNATURE_HEADER, ensure_secret, standard_secret
 
 router = APIRouter(prefix="/v1", tags=["account"])
 
@@ -26,6 +26,12 @@ class MeRead(BaseModel):
         description=f"verify webhooks with it: {SIGNATURE_HEADER} is sha256=<hex HMAC-SHA256 "
         "of the raw request body keyed by this secret>"
     )
+    webhook_standard_secret: str = Field(
+        pattern="^whsec_[A-Za-z0-9+/]+={0,2}$",
+        description="the same secret for Standard Webhooks libraries (e.g. Python's "
+        "standardwebhooks: Webhook(secret).verify(body, headers)): webhook-signature is "
+        "v1,<base64 HMAC-SHA256 of 'webhook-id.webhook-timestamp.body'>; see docs/webhooks.md",
+    )
 
 
 @router.get("/me", response_model=MeRead)
@@ -34,7 +40,12 @@ def me(ctx: Ctx, user: CurrentUser) -> MeRead:
         row = session.get(User, user.id)
         assert row is not None
         secret = ensure_secret(session, row)
-        return MeRead(name=row.name, is_admin=row.is_admin, webhook_secret=secret)
+        return MeRead(
+            name=row.name,
+            is_admin=row.is_admin,
+            webhook_secret=secret,
+            webhook_standard_secret=standard_secret(secret),
+        )
 
 
 class SessionCreate(BaseModel):

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import shutil
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.routes.deps import Ctx, CurrentUser
 from api.schemas.datasets import DatasetList, DatasetRead
 from core.datasets import service
+from core.datasets.archive import MAX_REPEATS
 from core.datasets.multipart import ReceivedForm, receive_form
 from core.datasets.staging import staging_dir
 from core.db import Dataset
@@ -15,6 +17,8 @@ from core.errors import TooLarge
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
+# The form as core/datasets (multipart.receive_form, service.parse_repeats) reads it. The
+# file part's media type is stated in the OpenAPI "Encoding Object": a zip, not any binary.
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -24,15 +28,22 @@ UPLOAD_BODY = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "a zip"},
-                        "name": {"type": "string"},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "a zip of <repeats>_<name>/ folders: images and "
+                            ".txt captions",
+                        },
+                        "name": {"type": "string", "description": "default: the file's name"},
                         "repeats": {
                             "type": "integer",
                             "minimum": 1,
+                            "maximum": MAX_REPEATS,
                             "description": "for folders without an N_ prefix (default 1)",
                         },
                     },
-                }
+                },
+                "encoding": {"file": {"contentType": "application/zip"}},
             }
         },
     }
@@ -82,10 +93,22 @@ def _create(ctx: Ctx, user: CurrentUser, form: ReceivedForm, repeats: int) -> Da
 
 
 @router.get("", response_model=DatasetList)
-def list_datasets(ctx: Ctx, user: CurrentUser, scope: str = "mine") -> DatasetList:
-    """Your datasets; admins may pass `scope=all`."""
+def list_datasets(
+    ctx: Ctx,
+    user: CurrentUser,
+    scope: str = "mine",
+    sha256: Annotated[
+        str | None,
+        Query(
+            pattern="^[0-9a-f]{64}$",
+            description="only those uploaded from a zip with this SHA-256 (a client reuses "
+            "one instead of uploading it again)",
+        ),
+    ] = None,
+) -> DatasetList:
+    """Your datasets, newest first; admins may pass `scope=all`."""
     with ctx.db.reading() as session:
-        rows = service.list_datasets(session, user=user, all_users=scope == "all")
+        rows = service.list_datasets(session, user=user, all_users=scope == "all", sha256=sha256)
         return DatasetList(items=[_read(d) for d in rows])
 
 

@@ -6,14 +6,27 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse
 
 from api.routes.deps import Ctx, CurrentUser
-from api.schemas.jobs import ArtifactList, JobCreate, JobList, JobRead, JobStatusName, PlanRead
+from api.schemas.jobs import (
+    ArtifactList,
+    JobCreate,
+    JobList,
+    JobRead,
+    JobStatusName,
+    ValidationRead,
+)
 from api.views import artifact_read, fetch_job_read, many_jobs, one_job
 from core.jobs import artifacts as artifact_service
 from core.jobs import service
 from core.jobs.broker import send_or_defer
+from core.jobs.forecast import refresh_after_change
 from core.jobs.validation import validate_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+# What the service accepts, stated in the OpenAPI document (core/jobs/service.py:
+# submit_job, _decode_cursor): a key is 1-200 visible ASCII characters (inner spaces
+# allowed; HTTP strips a header's outer ones), a cursor is a page's base64url next_cursor.
+IDEMPOTENCY_KEY = r"^[!-~]([ -~]*[!-~])?$"
+CURSOR = "^[A-Za-z0-9_-]+$"
 
 
 @router.post("", status_code=202, response_model=JobRead, responses={200: {"model": JobRead}})
@@ -22,7 +35,9 @@ def submit_job(
     response: Response,
     ctx: Ctx,
     user: CurrentUser,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[
+        str | None, Header(min_length=1, max_length=200, pattern=IDEMPOTENCY_KEY)
+    ] = None,
 ) -> JobRead:
     """Queue a training job. Same `Idempotency-Key` + same body: the original job (200)."""
     with ctx.db.writing() as session:
@@ -37,6 +52,7 @@ def submit_job(
     # The message goes out only after the commit, so a worker always finds the row.
     if created:
         send_or_defer(ctx.broker, ctx.db, ctx.settings, job_id)
+        refresh_after_change(ctx.db, ctx.settings)
     else:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{job_id}"
@@ -44,12 +60,13 @@ def submit_job(
         return one_job(session, service.get_job(session, user=user, job_id=job_id))
 
 
-@router.post("/validate", response_model=PlanRead)
-def validate(body: JobCreate, ctx: Ctx, user: CurrentUser) -> PlanRead:
-    """Check a submission and show its plan (steps, epochs, buckets) without queueing it."""
+@router.post("/validate", response_model=ValidationRead)
+def validate(body: JobCreate, ctx: Ctx, user: CurrentUser) -> ValidationRead:
+    """Check a submission and show its plan (steps, epochs, buckets) and estimate (GPU
+    memory, time on each worker) without queueing it."""
     with ctx.db.reading() as session:
         valid = validate_job(session, ctx.settings, user=user, request=body)
-    return PlanRead.model_validate(valid.plan)
+    return ValidationRead.model_validate(valid.plan | {"estimate": valid.estimate})
 
 
 @router.get("", response_model=JobList)
@@ -59,7 +76,10 @@ def list_jobs(
     status: JobStatusName | None = None,
     scope: Annotated[str, Query(pattern="^(mine|all)$")] = "mine",
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, pattern=CURSOR, description="next_cursor, as given"),
+    ] = None,
 ) -> JobList:
     """Newest first. `scope=all` lists everyone's jobs (admins)."""
     with ctx.db.reading() as session:
@@ -86,7 +106,10 @@ async def get_job(job_id: str, ctx: Ctx, user: CurrentUser) -> Response:
 def cancel_job(job_id: str, ctx: Ctx, user: CurrentUser) -> JobRead:
     """Discard: a queued job never starts; a running one stops within a step (`cancelled`)."""
     with ctx.db.writing() as session:
-        return one_job(session, service.cancel_job(session, user=user, job_id=job_id))
+        service.cancel_job(session, user=user, job_id=job_id)
+    refresh_after_change(ctx.db, ctx.settings)
+    with ctx.db.reading() as session:
+        return one_job(session, service.get_job(session, user=user, job_id=job_id))
 
 
 @router.post("/{job_id}/stop", response_model=JobRead)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import BaseModel
+from typing import Any
+
+from pydantic import BaseModel, Field
 
 
 class QueueRead(BaseModel):
@@ -19,6 +21,11 @@ class ProblemRead(BaseModel):
     loc: list[str | int]
     msg: str
     type: str
+    ctx: dict[str, Any] | None = Field(
+        default=None,
+        description="what a script needs to act on it; does_not_fit: {suggestions: [{changes, "
+        "peak_vram_bytes}]}, each change set checked to fit",
+    )
 
 
 class ErrorDetailRead(BaseModel):

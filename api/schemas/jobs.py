@@ -31,6 +31,34 @@ class PlanRead(BaseModel):
     warnings: list[WarningRead]
 
 
+class WorkerFitRead(BaseModel):
+    worker: str
+    fits: bool = Field(description="it holds the job with LORABOX_VRAM_HEADROOM_BYTES to spare")
+    headroom_bytes: int = Field(description="the worker's memory left at the job's peak")
+    s_per_step: float
+    total_s: float = Field(description="steps x s/step plus loading, caching, sampling, saving")
+
+
+class EstimateRead(BaseModel):
+    """What the job needs and how long it takes, estimated at submit (docs/estimates.md)."""
+
+    peak_vram_bytes: int = Field(description="GPU memory at the step's peak, allowances included")
+    parts: dict[str, int] = Field(
+        description="bytes at the peak: weights, lora, gradients, optimizer, activations, "
+        "temporaries, and the allowances workspace, allocator, cuda_context"
+    )
+    step_flops: int = Field(description="FLOPs of one optimizer step")
+    s_per_step: float | None = Field(description="on the fitting worker that finishes soonest")
+    total_s: float | None = Field(description="the whole job on that worker; null if none fits")
+    per_worker: list[WorkerFitRead]
+
+
+class ValidationRead(PlanRead):
+    """The plan, and what the job would need (null when it can't be estimated)."""
+
+    estimate: EstimateRead | None
+
+
 class ProgressRead(BaseModel):
     """Live progress. Scripts rely on these names: they stay stable. A null field is not
     known yet (or, for GPU memory, not measured off CUDA)."""
@@ -86,6 +114,12 @@ class JobRead(BaseModel):
     plan: PlanRead
     progress: ProgressRead
     error: ErrorRead | None
+    estimate: EstimateRead | None = Field(description="null for jobs submitted before estimates")
+    blocked_reason: Literal["held", "quota", "paused", "gpu_memory", "no_fitting_worker"] | None = (
+        Field(description="why a queued job waits; null when it is next in line or not queued")
+    )
+    estimated_start_at: datetime | None = Field(description="forecast over the counted workers")
+    estimated_finish_at: datetime | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -121,10 +121,15 @@ def get_dataset(session: Session, *, user: User, dataset_id: str) -> Dataset:
     return dataset
 
 
-def list_datasets(session: Session, *, user: User, all_users: bool = False) -> Sequence[Dataset]:
+def list_datasets(
+    session: Session, *, user: User, all_users: bool = False, sha256: str | None = None
+) -> Sequence[Dataset]:
+    """Newest first; ``sha256``: only those uploaded from a zip with that digest."""
     query = sa.select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id)
     if not (all_users and user.is_admin):
         query = query.where(Dataset.owner_id == user.id)
+    if sha256 is not None:
+        query = query.where(Dataset.sha256 == sha256)
     return session.scalars(query).all()
 
 

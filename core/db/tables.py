@@ -126,6 +126,14 @@ class Job(Base):
     notify_status: Mapped[str | None] = mapped_column(sa.String(16))
     notify_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     notify_next_at: Mapped[datetime | None]
+    # What the job needs and when it ends (docs/estimates.md): the estimate made at submit
+    # (trainer.estimate.model, per counted worker), why a queued job waits, the forecast the
+    # reconciler keeps current, and the s/step the run measured (the worker learns from it).
+    estimate: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    blocked_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    estimated_start_at: Mapped[datetime | None]
+    estimated_finish_at: Mapped[datetime | None]
+    measured_s_per_step: Mapped[float | None]
 
 
 class JobEvent(Base):
@@ -179,3 +187,41 @@ class QueueState(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     paused: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Worker(Base):
+    """One training device, a GPU or a CPU host, as its worker last said (docs/reliability.md,
+    "Workers"): what it has, what it is doing, and what it learned about its own speed.
+
+    Keyed by host and GPU UUID (``<host>:cpu`` for a CPU), so a restarted worker finds its row
+    and its learned efficiency again; one worker per device."""
+
+    __tablename__ = "workers"
+
+    key: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(300))
+    host: Mapped[str] = mapped_column(sa.String(255))
+    device: Mapped[str] = mapped_column(sa.String(8))  # "cuda" | "cpu"
+    gpu_name: Mapped[str | None] = mapped_column(sa.String(200))
+    gpu_uuid: Mapped[str | None] = mapped_column(sa.String(100))
+    total_memory_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    free_memory_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    compute_capability: Mapped[str | None] = mapped_column(sa.String(16))
+    torch_version: Mapped[str | None] = mapped_column(sa.String(64))
+    cuda_version: Mapped[str | None] = mapped_column(sa.String(32))
+    driver_version: Mapped[str | None] = mapped_column(sa.String(64))
+    peak_flops: Mapped[float | None]
+    peak_source: Mapped[str | None] = mapped_column(sa.String(16))  # "table" | "probe"
+    # Learned from finished runs (core/workers/model.py: learned): each value is the median
+    # of the recent observations kept in `observations` ({"efficiency": [...], "loading":
+    # [...], ...}); `runs_learned` counts the runs that taught the efficiency.
+    efficiency: Mapped[float]
+    allowances_s: Mapped[dict[str, Any]]
+    observations: Mapped[dict[str, Any]]
+    runs_learned: Mapped[int] = mapped_column(default=0)
+    state: Mapped[str] = mapped_column(sa.String(16))  # "idle" | "busy" | "offline"
+    current_job_id: Mapped[str | None] = mapped_column(sa.String(32))
+    process: Mapped[str | None] = mapped_column(sa.String(200))  # the lease's worker_id
+    started_at: Mapped[datetime]
+    seen_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -17,18 +17,22 @@ def _bytes_per_param(precision: str) -> int:
     return 4 if precision in ("float", "fp32", "float32") else 2
 
 
+def saves_planned(config: TrainingConfig, plan: TrainingPlan) -> int:
+    """LoRA files the run writes: one per save point and the final one."""
+    saves = 1
+    if config.save_every_n_epochs:
+        saves += plan.epochs // config.save_every_n_epochs
+    if config.save_every_n_steps:
+        saves += plan.total_steps // config.save_every_n_steps
+    return saves
+
+
 def estimate_job_bytes(config: TrainingConfig, plan: TrainingPlan) -> int:
-    rank = int(getattr(config, "network_dim", 32) or 32)
-    lora = PARAMS_PER_RANK * rank * _bytes_per_param(str(getattr(config, "save_precision", "")))
-    every_epochs = int(getattr(config, "save_every_n_epochs", 0) or 0)
-    every_steps = int(getattr(config, "save_every_n_steps", 0) or 0)
-    saves = 1  # the final LoRA
-    if every_epochs:
-        saves += plan.epochs // every_epochs
-    if every_steps:
-        saves += plan.total_steps // every_steps
+    rank = config.network_dim
+    lora = PARAMS_PER_RANK * rank * _bytes_per_param(config.save_precision)
+    saves = saves_planned(config, plan)
     total = lora * saves
-    if getattr(config, "save_state", False) or getattr(config, "save_state_on_train_end", False):
+    if config.save_state or config.save_state_on_train_end:
         total += PARAMS_PER_RANK * rank * 4 * 3 * saves  # fp32 weights + two Adam moments
     return total
 

@@ -84,6 +84,7 @@ def submit_job(
         config=valid.config.model_dump(mode="json"),
         resolved=valid.resolved,
         plan=valid.plan,
+        estimate=valid.estimate,
         progress=None,
         idempotency_key=idempotency_key,
         request_hash=digest,

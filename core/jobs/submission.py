@@ -16,17 +16,19 @@ from pydantic import BaseModel, ConfigDict, Field
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset_id: str = Field(max_length=64)
-    base_model: str = Field(max_length=200)
+    # Empty ids and names can't name anything: refused here, and the OpenAPI document says so.
+    dataset_id: str = Field(min_length=1, max_length=64, description="from POST /v1/datasets")
+    base_model: str = Field(min_length=1, max_length=200, description="a name from GET /v1/models")
     params: dict[str, Any] = Field(description="The Kohya_SS GUI JSON payload, as is")
-    reg_dataset_id: str | None = Field(default=None, max_length=64)
+    reg_dataset_id: str | None = Field(default=None, min_length=1, max_length=64)
     name: str | None = Field(default=None, max_length=200)
     notify_url: str | None = Field(
         default=None,
+        min_length=1,
         max_length=2000,
-        description="POSTed a signed JSON body when the job ends (X-Lorabox-Signature: "
-        "sha256=<HMAC-SHA256 of the raw body keyed by your secret from GET /v1/me>); only "
-        "hosts on the server's LORABOX_WEBHOOK_ALLOWED_HOSTS",
+        description="POSTed a signed JSON body when the job ends, with X-Lorabox-Signature "
+        "and the Standard Webhooks headers (docs/webhooks.md; the secrets are in GET /v1/me); "
+        "only hosts on the server's LORABOX_WEBHOOK_ALLOWED_HOSTS",
     )
 
     def digest(self) -> str:

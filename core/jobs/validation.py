@@ -17,9 +17,12 @@ from core.catalog import ModelInfo, find_model
 from core.datasets.service import dataset_path, get_dataset
 from core.db.tables import Artifact, Dataset, Job, User
 from core.errors import InvalidInput, NotFound, Problem
+from core.jobs.estimate import JobShape, architecture_of, estimate_job, footprint
 from core.jobs.submission import JobCreate
+from core.jobs.suggestions import changes_that_fit
 from core.settings import Settings
 from core.watch.allowlist import notify_url_problem
+from core.workers import counted_workers
 from trainer.config import PayloadError, TrainingConfig, parse_payload
 from trainer.errors import InvalidDatasetError
 from trainer.plan import TrainingPlan, plan_training
@@ -33,6 +36,7 @@ MUST_BE_EMPTY = {
     "extra_accelerate_launch_args": "free-form command strings are never accepted",
 }
 SECRET_KEYS = ("wandb_api_key", "huggingface_token")
+GIB = 2**30
 WEIGHTS_REF = re.compile(r"^job:(?P<job>[0-9a-f]{32})/(?P<name>[^\x00]+)$")
 
 
@@ -45,6 +49,7 @@ class ValidatedJob:
     training_plan: TrainingPlan
     dataset: Dataset
     warnings: list[dict[str, str | None]] = field(default_factory=list)
+    estimate: dict[str, Any] | None = None  # core.jobs.estimate.JobEstimate.to_dict()
 
 
 def _p(*loc: str | int) -> tuple[str | int, ...]:
@@ -168,6 +173,17 @@ def validate_job(
         raise InvalidInput([Problem(_p("dataset_id"), exc.message)]) from exc
     warnings = check.warnings + [{"field": w.field, "message": w.message} for w in parsed.warnings]
     warnings += [{"field": n.field, "message": n.message} for n in plan.warnings]
+    image_count = dataset.image_count + (reg.image_count if reg is not None else 0)
+    estimate = None
+    try:
+        shape = JobShape(architecture_of(model), plan, image_count)
+    except (OSError, ValueError, KeyError) as exc:  # the worker will say the same, louder
+        warnings.append(
+            {"field": "base_model", "message": f"no estimate: its configs can't be read ({exc})"}
+        )
+    else:
+        raw = _trainer_payload(request.params, request.base_model)
+        estimate = _estimate(session, settings, parsed.config, shape, raw, warnings)
     plan_dict = plan.to_dict() | {"warnings": warnings}
     check.resolved["base_model"] = str(model.path.relative_to(settings.models_dir))
     if model.config_dir is not None:
@@ -181,4 +197,50 @@ def validate_job(
         training_plan=plan,
         dataset=dataset,
         warnings=warnings,
+        estimate=estimate,
     )
+
+
+def _estimate(
+    session: Session,
+    settings: Settings,
+    config: TrainingConfig,
+    shape: JobShape,
+    raw: dict[str, Any],
+    warnings: list[dict[str, str | None]],
+) -> dict[str, Any]:
+    """The job's estimate on the counted workers; refuses a job none of them can hold
+    (``does_not_fit``, naming the changes that would fit). With no counted worker the fit
+    is unknown until a worker claims it: a warning, not a refusal."""
+    workers = counted_workers(session, settings)
+    estimate = estimate_job(config, shape, workers, headroom_bytes=settings.vram_headroom_bytes)
+    need = f"{estimate.peak_vram_bytes / GIB:.1f} GiB"
+    if not workers:
+        warnings.append(
+            {"field": None, "message": f"no worker is running: the job needs about {need} of "
+             "GPU memory, which is checked when a worker claims it"}
+        )  # fmt: skip
+    elif not any(fit.fits for fit in estimate.per_worker):
+        largest = max(w.total_memory_bytes for w in workers)
+        capacity = largest - settings.vram_headroom_bytes
+        suggestions = changes_that_fit(
+            config, raw, lambda changed: footprint(changed, shape).device_bytes, capacity
+        )
+        message = (
+            f"the job needs about {need} of GPU memory; the largest worker has "
+            f"{largest / GIB:.1f} GiB and {settings.vram_headroom_bytes / GIB:.1f} GiB is kept "
+            "spare. "
+        )
+        message += (
+            "These would fit: " + "; ".join(s.describe() for s in suggestions)
+            if suggestions
+            else "gradient checkpointing, a smaller batch, cached text-encoder outputs, "
+            "AdamW8bit and a lower rank don't make it fit even together: lower max_resolution"
+        )
+        ctx = {
+            "suggestions": [
+                {"changes": s.changes, "peak_vram_bytes": s.device_bytes} for s in suggestions
+            ]
+        }
+        raise InvalidInput([Problem(_p("params"), message, type="does_not_fit", ctx=ctx)])
+    return estimate.to_dict()

@@ -4,25 +4,33 @@ The job row is the outbox: a job submitted with a URL is ``notify_status = "pend
 any API process's dispatcher delivers it once the job has finished, however it ended (worker,
 queue cancel, recovery), retrying with exponential backoff. A delivery is claimed by moving
 ``notify_next_at`` forward in a conditional update, so two API processes never both send it.
+
+Each POST is signed twice (docs/webhooks.md tells receivers how to check either):
+``X-Lorabox-Signature`` over the body alone, as before, and the Standard Webhooks scheme
+(spec/standard-webhooks.md, "Signature scheme" and "Webhook headers", in the
+standard-webhooks/standard-webhooks repository): ``webhook-signature`` over
+``id.timestamp.body``, so a receiver can refuse a stale timestamp and an id it has seen.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import secrets
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+from standardwebhooks import Webhook
 
 from core.db import Database
 from core.db.tables import FINISHED, Job, User, utcnow
@@ -46,6 +54,34 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def standard_secret(secret: str) -> str:
+    """The user's secret in Standard Webhooks form: ``whsec_`` + base64 of its bytes.
+
+    The same 32 random bytes as ``secret`` (``token_hex(32)``), re-encoded rather than a
+    second secret to store: the spec allows reusing a legacy signing secret ("Migrating to
+    Standard Webhooks"), and 32 bytes meet its "at least 24 bytes" for HMAC-SHA256 keys.
+    """
+    return "whsec_" + base64.b64encode(bytes.fromhex(secret)).decode()
+
+
+def delivery_id(job_id: str) -> str:
+    """``webhook-id``: one per job end, the same on every retry of it, so a receiver can use
+    it as an idempotency key (spec: "Webhook metadata"). No ``.`` in it: the signed content
+    is ``id.timestamp.body``, and the spec asks that the id cannot contain the delimiter."""
+    return f"msg_{job_id}_finished"
+
+
+def signed_headers(secret: str, msg_id: str, body: bytes, now: datetime) -> dict[str, str]:
+    """Both signatures' headers, for one attempt sent at ``now`` (the spec's
+    ``webhook-timestamp`` is the attempt's time, so a retry carries a new one)."""
+    return {
+        SIGNATURE_HEADER: signature(secret, body),
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(standard_secret(secret)).sign(msg_id, now, body),
+    }
+
+
 @dataclass(frozen=True)
 class Delivery:
     job_id: str
@@ -53,6 +89,10 @@ class Delivery:
     body: bytes
     secret: str
     attempt: int
+
+    @property
+    def msg_id(self) -> str:
+        return delivery_id(self.job_id)
 
 
 def webhook_body(job: Job, attempt: int) -> bytes:
@@ -138,9 +178,9 @@ async def deliver(client: httpx.AsyncClient, db: Database, settings: Settings, d
     else:
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: signature(d.secret, d.body),
             "X-Lorabox-Event": "job.finished",
             "User-Agent": "lorabox-webhook",
+            **signed_headers(d.secret, d.msg_id, d.body, utcnow()),
         }
         try:
             response = await client.post(d.url, content=d.body, headers=headers)
@@ -148,7 +188,7 @@ async def deliver(client: httpx.AsyncClient, db: Database, settings: Settings, d
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
     if problem:  # retrying can't help: give up now
-        d = Delivery(d.job_id, d.url, d.body, d.secret, settings.webhook_max_attempts)
+        d = replace(d, attempt=settings.webhook_max_attempts)
     await anyio.to_thread.run_sync(record_result, db, settings, d, status_code, error)
 
 

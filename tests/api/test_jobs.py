@@ -15,7 +15,8 @@ def test_submit_returns_202_with_location_and_the_contract_shape(service, job_bo
     assert set(job) == {
         "id", "name", "owner", "status", "queue_position", "attempt", "cancel_requested",
         "base_model", "dataset_id", "params", "plan", "progress", "error", "created_at",
-        "started_at", "finished_at",
+        "started_at", "finished_at", "estimate", "blocked_reason", "estimated_start_at",
+        "estimated_finish_at",
     }  # fmt: skip
     assert (job["owner"], job["status"], job["queue_position"], job["attempt"]) == (
         "alice", "queued", 1, 0,
@@ -30,7 +31,7 @@ def test_validate_returns_the_plan_and_queues_nothing(service, job_body):
     assert response.status_code == 200, response.text
     plan = response.json()
     assert set(plan) == {"total_steps", "batches_per_epoch", "epochs", "warmup_steps",
-                         "images_x_repeats", "buckets", "warnings"}  # fmt: skip
+                         "images_x_repeats", "buckets", "warnings", "estimate"}  # fmt: skip
     # 4 images x 3 repeats + 1 image x 1 repeat (the bare "dog" folder got repeats=1)
     assert plan["images_x_repeats"] == 13
     assert sum(b["count"] for b in plan["buckets"]) == 13

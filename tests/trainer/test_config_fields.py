@@ -72,8 +72,8 @@ def test_defaults_and_unset_values_pass_the_registry_check(key: str) -> None:
     [
         ({"max_token_length": 100}, "max_token_length", "must be one of 75, 150, 225"),
         ({"save_precision": "fp32"}, "save_precision", "must be one of"),
-        ({"optimizer": "DAdaptAdam"}, "optimizer", "refused: supported optimizers"),
-        ({"lr_scheduler": "piecewise_constant"}, "lr_scheduler", "refused"),
+        ({"optimizer": "torch.optim.RAdam"}, "optimizer", "supported optimizers"),
+        ({"lr_scheduler": "inverse_sqrt"}, "lr_scheduler", "must be one of"),
         ({"mixed_precision": "fp8"}, "mixed_precision", "refused"),
         ({"resolution": [100, 100]}, "max_resolution", "multiple of 8 in 64–4096"),
         ({"learning_rate": 2.0}, "learning_rate", "must be in 0–1, got 2.0"),

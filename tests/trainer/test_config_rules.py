@@ -32,7 +32,9 @@ def problem_fields(**changes: Any) -> list[str]:
         ("max_train_steps", "max_train_steps", None),
         ("max_train_epochs", "max_train_epochs", None),
         ("vae_batch_size", "vae_batch_size", 1),
-        ("max_timestep", "max_timestep", 1000),
+        ("max_timestep", "max_timestep", None),  # sd-scripts' None: the schedule's 1000
+        ("prior_loss_weight", "prior_loss_weight", 1.0),
+        ("huber_c", "huber_c", 0.1),
         ("min_snr_gamma", "min_snr_gamma", None),
         ("save_every_n_epochs", "save_every_n_epochs", None),
         ("lr_scheduler_num_cycles", "lr_scheduler_num_cycles", 1),

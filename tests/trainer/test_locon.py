@@ -85,7 +85,7 @@ def test_locon_metadata_records_the_network_args_as_sd_scripts(locon_run):
     meta = read_metadata(locon_run[1].lora_path)
     assert meta["ss_network_module"] == "networks.lora"
     assert json.loads(meta["ss_network_args"]) == {"conv_dim": "8", "conv_alpha": "4"}
-    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2.0"
+    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2"
 
 
 def test_diffusers_loads_every_locon_key_with_its_rank_and_alpha(locon_run):

@@ -105,7 +105,7 @@ def test_metadata_round_trips_kohya_fields(trained_run):
     meta = read_metadata(trained_run.result.lora_path)
     assert meta["ss_network_module"] == "networks.lora"
     assert meta["ss_network_dim"] == "4"
-    assert meta["ss_network_alpha"] == "2.0"
+    assert meta["ss_network_alpha"] == "2"  # the payload's 2, as sd-scripts writes it
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
     assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
     assert meta["ss_output_name"] == "toy"

@@ -6,7 +6,7 @@ Torch-free on purpose: the API validates payloads with this same package.
 from trainer.config.errors import ConfigWarning, PayloadError, Problem
 from trainer.config.keys import ALIASES, KEYS
 from trainer.config.model import TrainingConfig
-from trainer.config.payload import ParsedPayload, parse_payload
+from trainer.config.payload import ParsedPayload, parse_payload, stored_config
 from trainer.config.spec import KeySpec, Status
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "Status",
     "TrainingConfig",
     "parse_payload",
+    "stored_config",
 ]

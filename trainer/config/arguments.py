@@ -30,14 +30,27 @@ _GUI_FORMAT = re.compile(r"^(\S+=\S+)(\s+\S+=\S+)*$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 _ADAM = frozenset({"betas", "eps", "weight_decay", "amsgrad"})
-_EIGHT_BIT = frozenset({"min_8bit_size", "percentile_clipping", "block_wise"})
+# bitsandbytes >= 0.46 dropped percentile_clipping and block_wise from its optimizers' signatures.
+_EIGHT_BIT = frozenset({"min_8bit_size"})
 _LION = frozenset({"betas", "weight_decay"})
+_SGD = frozenset({"momentum", "weight_decay"})  # nesterov is set; dampening must stay 0
+# dadaptation 3.2 (dadaptation/*.py, dadaptation/experimental/*.py); fsdp_in_use is left out
+# (one process per GPU, no FSDP).
+_DADAPT = frozenset({"d0", "growth_rate", "log_every", "weight_decay"})
+_DADAPT_ADAM = _DADAPT | {"betas", "eps", "decouple"}
+_DADAPT_ADAN = _DADAPT | {"betas", "eps", "no_prox"}
 
 OPTIMIZER_ARGUMENTS: dict[str, frozenset[str]] = {
     "AdamW": _ADAM | {"maximize", "foreach", "fused"},
     "AdamW8bit": _ADAM | _EIGHT_BIT,
+    "PagedAdamW8bit": _ADAM | _EIGHT_BIT,
+    "PagedAdamW32bit": _ADAM | _EIGHT_BIT,
+    # lion-pytorch: the arguments its 0.0.6 (kohya_ss v24.1.7) and later versions share.
     "Lion": _LION,
     "Lion8bit": _LION | _EIGHT_BIT,
+    "PagedLion8bit": _LION | _EIGHT_BIT,
+    "SGDNesterov": _SGD | {"maximize", "foreach"},
+    "SGDNesterov8bit": _SGD | _EIGHT_BIT,
     "Adafactor": frozenset(
         {"relative_step", "scale_parameter", "warmup_init", "eps", "clip_threshold"}
         | {"decay_rate", "beta1", "weight_decay"}
@@ -46,16 +59,51 @@ OPTIMIZER_ARGUMENTS: dict[str, frozenset[str]] = {
         {"d_coef", "betas", "beta3", "weight_decay", "decouple", "use_bias_correction"}
         | {"safeguard_warmup", "d0", "growth_rate", "eps"}
     ),
+    "DAdaptation": _DADAPT_ADAM,  # sd-scripts: DAdaptation is DAdaptAdamPreprint
+    "DAdaptAdamPreprint": _DADAPT_ADAM,
+    "DAdaptAdam": _DADAPT_ADAM | {"use_bias_correction"},
+    "DAdaptAdaGrad": _DADAPT | {"momentum", "eps"},
+    "DAdaptAdan": _DADAPT_ADAN,
+    "DAdaptAdanIP": _DADAPT_ADAN,
+    "DAdaptLion": (_DADAPT - {"growth_rate"}) | {"betas"},
+    "DAdaptSGD": _DADAPT | {"momentum"},
 }
-"""Keyword arguments each optimizer's constructor accepts besides params and lr."""
+"""Keyword arguments each optimizer's constructor accepts besides params and lr
+(tests/trainer/test_optimizers_kohya.py checks each against the installed constructor)."""
 
 SCHEDULER_ARGUMENTS: dict[str, frozenset[str]] = {
     # sd-scripts already passes num_cycles (cosine_with_restarts) and power
     # (polynomial) from their own keys; repeating them would be a TypeError there.
     "cosine": frozenset({"num_cycles"}),
     "polynomial": frozenset({"lr_end"}),
+    # diffusers get_piecewise_constant_schedule(optimizer, step_rules, last_epoch); last_epoch
+    # is a resume setting (a job resumes from its own state).
+    "piecewise_constant": frozenset({"step_rules"}),
 }
 """Extra keyword arguments each schedule accepts; schedules not listed take none."""
+
+
+def step_rules_problem(rules: object) -> str | None:
+    """Why ``step_rules`` can't be read by diffusers' ``get_piecewise_constant_schedule``
+    (``"m1:s1,m2:s2,...,m_last"``: multiplier m_i before optimizer step s_i, then m_last),
+    or None."""
+    if not isinstance(rules, str):
+        return "step_rules must be text in single quotes, e.g. step_rules='1:100,0.1'"
+    *steps, last = rules.split(",")
+    try:
+        multipliers = [float(last)]
+        for rule in steps:
+            multiplier, step = rule.split(":")
+            multipliers.append(float(multiplier))
+            int(step)
+        if not all(math.isfinite(m) for m in multipliers):
+            raise ValueError("not finite")
+    except ValueError:
+        return (
+            f"step_rules {rules!r} must be 'multiplier:step,...,multiplier' "
+            "with whole steps, e.g. '1:100,0.5:300,0.1'"
+        )
+    return None
 
 
 def parse_arguments(text: str) -> dict[str, Any]:

@@ -15,9 +15,13 @@ warmup"), each as sd-scripts ends up behaving after the GUI
   is not trained is 0.0. ``network_train_unet_only`` /
   ``network_train_text_encoder_only`` (sd-scripts spellings) switch a part off;
 * ``output_name`` ``""`` or ``"..."`` → ``"last"``; ``cache_latents_to_disk``
-  implies ``cache_latents`` (as sd-scripts);
+  implies ``cache_latents`` and ``cache_text_encoder_outputs_to_disk`` implies
+  ``sdxl_cache_text_encoder_outputs`` (as sd-scripts: ``library/sdxl_train_util.py:
+  verify_sdxl_training_args``);
 * the ``constant`` schedule with warmup → warmup 0 and a warning (the GUI zeroes
   it; sd-scripts would raise);
+* the optimizers' and the piecewise_constant schedule's own rules
+  (:mod:`trainer.config.optimizer_rules`);
 * Adafactor: ``relative_step`` defaults to True (as sd-scripts); then the
   schedule becomes ``adafactor``, the part rates become ``learning_rate`` (the
   initial rate) and warmup is dropped, each with a warning;
@@ -39,6 +43,8 @@ from trainer.config.arguments import (
 )
 from trainer.config.errors import ConfigWarning, Problem
 from trainer.config.keys import KEYS
+from trainer.config.network_rules import network_fields, network_warnings
+from trainer.config.optimizer_rules import optimizer_rules, schedule_rules
 from trainer.sampling.prompts import prompt_lines
 
 Built = tuple[dict[str, Any], list[ConfigWarning], list[Problem]]
@@ -56,11 +62,16 @@ def build_fields(values: Mapping[str, Any]) -> Built:
     if values["output_name"] in ("", "..."):
         fields["output_name"] = "last"
     fields["cache_latents"] = values["cache_latents"] or values["cache_latents_to_disk"]
+    fields["cache_text_encoder_outputs"] = (
+        values["sdxl_cache_text_encoder_outputs"] or values["cache_text_encoder_outputs_to_disk"]
+    )
     _learning_rates(values, fields, problems)
     _optimizer(values, fields, warnings, problems)
     _schedule(values, fields, warnings, problems)
     _notes(values, warnings)
     _sampling_notes(values, warnings)
+    warnings += network_warnings(values)
+    network_fields(values, fields)
     return fields, warnings, problems
 
 
@@ -109,12 +120,7 @@ def _optimizer(
         args.setdefault("relative_step", True)
         if args["relative_step"]:
             _adafactor_relative_step(fields, warnings)
-    elif name == "Prodigy" and max(fields["unet_lr"], fields["text_encoder_lr"]) <= 0.1:
-        warnings.append(
-            ConfigWarning(
-                "learning_rate", "Prodigy adapts the rate itself; rates around 1.0 are usual"
-            )
-        )
+    optimizer_rules(name, args, fields, warnings, problems)
     fields["optimizer_args"] = args
 
 
@@ -165,6 +171,7 @@ def _schedule(
             )
         )
     fields["lr_scheduler_args"] = args
+    schedule_rules(scheduler, args, fields, warnings, problems)
     has_warmup = fields["lr_warmup_percent"] > 0 or fields["lr_warmup_steps"]
     if scheduler in ("constant", "adafactor") and has_warmup:
         key = "lr_warmup_steps" if fields["lr_warmup_steps"] else "lr_warmup"

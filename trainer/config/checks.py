@@ -19,6 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from trainer.config.keys import FIELD_TO_KEY, KEYS
+from trainer.config.network_rules import network_problems
 from trainer.sampling.prompts import prompt_problems
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def cross_field_problems(config: TrainingConfig) -> Found:
         *_caching_problems(config),
         *_run_problems(config),
         *_sample_problems(config),
+        *network_problems(config),
     ]
 
 
@@ -106,10 +108,25 @@ def _precision_problems(c: TrainingConfig) -> Found:
     return found
 
 
+TRAIN_TIMESTEPS = 1000  # the SDXL noise schedule's num_train_timesteps (timesteps 0-999)
+
+
+def timestep_bounds(c: TrainingConfig) -> tuple[int, int]:
+    """(min, max) of the sampled timesteps; an unset max_timestep is the schedule's length,
+    as sd-scripts ``library/train_util.py: get_noise_noisy_latents_and_timesteps``."""
+    top = TRAIN_TIMESTEPS if c.max_timestep is None else c.max_timestep
+    return c.min_timestep, top
+
+
 def _noise_and_loss_problems(c: TrainingConfig) -> Found:
     found: Found = []
-    if c.min_timestep >= c.max_timestep:
-        found.append(("min_timestep", f"must be lower than max_timestep ({c.max_timestep})"))
+    low, high = timestep_bounds(c)
+    if low > high:
+        found.append(("min_timestep", f"must not be above max_timestep ({high})"))
+    elif low == high == TRAIN_TIMESTEPS:
+        # sd-scripts main trains at min_timestep == max_timestep (get_timesteps), but
+        # timestep 1000 does not exist: its add_noise would fail on the first step.
+        found.append(("min_timestep", "equal to max_timestep trains at that timestep: 0-999"))
     if c.scale_v_pred_loss_like_noise_pred and not c.v_parameterization:
         found.append(("scale_v_pred_loss_like_noise_pred", "requires v_parameterization"))
     if c.v_pred_like_loss and c.v_parameterization:

@@ -1,8 +1,9 @@
 """The registry of every accepted payload key, and the sd-scripts spellings (aliases).
 
 ``KEYS`` maps each Kohya key (kohya_ss v24.1.7 LoRA config: the seed's 140 keys,
-the 17 the seed dropped, plus three sd-scripts-only keys: ``lr_warmup_steps``,
-``network_train_unet_only``, ``network_train_text_encoder_only``) to its
+the 17 the seed dropped, plus four sd-scripts-only keys: ``lr_warmup_steps``,
+``network_train_unet_only``, ``network_train_text_encoder_only``,
+``cache_text_encoder_outputs_to_disk``) to its
 :class:`KeySpec`. ``ALIASES`` maps other spellings onto those keys; giving one
 setting under two spellings with different values is a problem.
 """

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from trainer.config.spec import KeySpec, choice, flag, integer, number, text
 
-OPTIMIZERS = ("AdamW", "AdamW8bit", "Lion", "Lion8bit", "Adafactor", "Prodigy")
-GUI_OPTIMIZERS = (
-    *OPTIMIZERS,
+# The kohya_ss v24.1.7 dropdown (kohya_gui/class_basic_training.py), all trained as sd-scripts'
+# library/train_util.py: get_optimizer builds them (trainer/optim/optimizers.py).
+OPTIMIZERS = (
+    *("AdamW", "AdamW8bit", "Lion", "Lion8bit", "Adafactor", "Prodigy"),
     *("DAdaptation", "DAdaptAdaGrad", "DAdaptAdam", "DAdaptAdan", "DAdaptAdanIP"),
     *("DAdaptAdamPreprint", "DAdaptLion", "DAdaptSGD", "PagedAdamW8bit", "PagedAdamW32bit"),
     *("PagedLion8bit", "SGDNesterov", "SGDNesterov8bit"),
@@ -27,6 +28,7 @@ SCHEDULERS = (
     "cosine",
     "cosine_with_restarts",
     "polynomial",
+    "piecewise_constant",
     "adafactor",
 )
 LORA_TYPES = (
@@ -37,7 +39,8 @@ LORA_TYPES = (
 
 _OPTIMIZER_REASON = (
     f"supported optimizers are {', '.join(OPTIMIZERS)} (case-insensitive); "
-    "other names and import paths are never loaded"
+    "other names and import paths (package.module.Class) are never loaded: importing a "
+    "payload-named module runs arbitrary code"
 )
 
 # fmt: off
@@ -70,12 +73,12 @@ CORE: tuple[KeySpec, ...] = (
     # --- steps, batch ----------------------------------------------------------
     integer("train_batch_size", 1, 1, 64, "Images per batch; a batch never mixes buckets."),
     integer("epoch", 1, 1, 10000, "Number of epochs the total step count is computed from.", field="epochs"),
-    integer("max_train_epochs", 0, 0, 10000, "Exact epoch count (sd-scripts recomputes steps from the real batches per epoch); 0 = unset. Wins over epoch/max_train_steps.", unset=None),
+    integer("max_train_epochs", 0, 0, 10000, "Exact epoch count (sd-scripts recomputes steps from the real batches per epoch); 0 = unset. Wins over epoch and max_train_steps (train_network.py: NetworkTrainer.train).", unset=None),
     integer("max_train_steps", 0, 0, 10_000_000, "Total optimizer steps; 0 = computed from epoch. Default 0 (the GUI widget default 1600 would silently override epoch).", unset=None),
     integer("gradient_accumulation_steps", 1, 1, 120, "Micro-batches per optimizer step."),
     integer("seed", 0, 0, 2**32 - 1, "Random seed; 0 = a random seed (sd-scripts), stored as None.", unset=None),
     # --- network ------------------------------------------------------------------
-    choice("LoRA_type", "Standard", LORA_TYPES, "Network type; Standard is LoRA on the attention/MLP linear layers; Kohya LoCon adds the UNet's resnet, downsample and upsample layers (3×3 convs at conv_dim/conv_alpha).", supported=("Standard", "Kohya LoCon"), reason="only 'Standard' and 'Kohya LoCon' are supported", field="lora_type"),
+    choice("LoRA_type", "Standard", LORA_TYPES, "Network type, as kohya_ss v24.1.7 maps it (kohya_gui/lora_gui.py: train_model). Standard: LoRA on the attention/MLP Linear layers (sd-scripts networks/lora.py); Kohya LoCon adds the UNet's resnet, downsample and upsample layers (3×3 convs at conv_dim/conv_alpha); LoRA-FA: LoRA with a frozen random down-projection, only lora_up trained (networks/lora_fa.py); Kohya DyLoRA: one unit of ranks trained per step so the file works cut at every multiple of unit (networks/dylora.py); LyCORIS/LoCon, LoHa, LoKr, iA3, DyLoRA, GLoRA, BOFT, Diag-OFT and Native Fine-Tuning: that lycoris-lora algorithm (network_module lycoris.kohya), files in LyCORIS' own key layout; the legacy 'LoCon' is LyCORIS/LoCon. Memory-heavy: LyCORIS/Native Fine-Tuning trains every targeted weight in full (fp32 weight, gradient and optimizer state: about 16 bytes per weight with AdamW, some 40 GB for SDXL's UNet); the other LyCORIS types rebuild each targeted layer's weight difference in every forward pass and keep it for the backward pass (about the targeted weights' size again in the autocast dtype, per transformer or resnet block with gradient_checkpointing; LoCon/LoHa/LoKr with bypass_mode avoid it).", field="lora_type"),
     integer("network_dim", 8, 1, 512, "LoRA rank r."),
     number("network_alpha", 1.0, 0, 1024, "LoRA alpha; the update is scaled by alpha/r. 0 = unset = 1 (the GUI drops 0, sd-scripts defaults to 1).", unset=1.0),
     number("learning_rate", 1e-4, 0, 1, "Fallback rate for a part whose own rate is 0; initial rate of Adafactor's relative step."),
@@ -84,24 +87,24 @@ CORE: tuple[KeySpec, ...] = (
     flag("network_train_unet_only", False, "sd-scripts spelling: train only the UNet LoRA (the GUI derives it from text_encoder_lr = 0).", field=None, gui=False),
     flag("network_train_text_encoder_only", False, "sd-scripts spelling: train only the text-encoder LoRA (the GUI derives it from unet_lr = 0).", field=None, gui=False),
     # --- optimizer and schedule -------------------------------------------------
-    choice("optimizer", "AdamW8bit", GUI_OPTIMIZERS, "Optimizer; case-insensitive input, canonical output.", supported=OPTIMIZERS, reason=_OPTIMIZER_REASON, casefold=True),
+    choice("optimizer", "AdamW8bit", OPTIMIZERS, "Optimizer, built as sd-scripts' get_optimizer builds it; case-insensitive input, canonical output. AdamW: torch; AdamW8bit, Lion8bit, SGDNesterov8bit (bitsandbytes SGD8bit: momentum without a Nesterov step, which SGD8bit lacks and sd-scripts does not ask for) and PagedAdamW8bit, PagedAdamW32bit, PagedLion8bit: bitsandbytes (the Paged ones keep their state in CUDA unified memory, which the driver pages out to host memory when the GPU runs short; without CUDA they behave as the unpaged ones); Lion: lion-pytorch; SGDNesterov: torch SGD with nesterov=True (both SGDs take momentum 0.9 unless optimizer_args set it); Adafactor: transformers; Prodigy: prodigyopt; DAdaptation (= DAdaptAdamPreprint), DAdaptAdaGrad, DAdaptAdam, DAdaptAdan, DAdaptAdanIP, DAdaptLion, DAdaptSGD: dadaptation. The adaptive ones (DAdapt*, Prodigy) expect rates around 1.0; DAdaptation, DAdaptAdam, DAdaptLion, DAdaptSGD and Prodigy need the same rate for every trained part.", supported=OPTIMIZERS, reason=_OPTIMIZER_REASON, casefold=True),
     KeySpec("optimizer_args", "args", "", "Extra optimizer arguments 'k=v k=v', values as Python literals (betas=0.9,0.99 decouple=True)."),
     number("max_grad_norm", 1.0, 0, 1, "Gradient clipping norm. 0 = unset = 1.0: clipping stays on, as with the GUI (which drops 0).", unset=1.0),
-    choice("lr_scheduler", "cosine", (*SCHEDULERS, "piecewise_constant"), "Learning-rate schedule; 'adafactor' only with Adafactor's relative step.", supported=SCHEDULERS, reason="piecewise_constant is not supported; use one of " + ", ".join(SCHEDULERS[:-1])),
-    KeySpec("lr_scheduler_args", "args", "", "Extra schedule arguments 'k=v' (cosine: num_cycles; polynomial: lr_end)."),
+    choice("lr_scheduler", "cosine", SCHEDULERS, "Learning-rate schedule (diffusers' schedule functions, as sd-scripts' get_scheduler_fix); 'adafactor' only with Adafactor's relative step; piecewise_constant needs step_rules in lr_scheduler_args and ignores warmup."),
+    KeySpec("lr_scheduler_args", "args", "", "Extra schedule arguments 'k=v' (cosine: num_cycles; polynomial: lr_end; piecewise_constant: step_rules='1:100,0.5:300,0.1' = rate × 1 before optimizer step 100, × 0.5 before step 300, then × 0.1; diffusers get_piecewise_constant_schedule)."),
     integer("lr_scheduler_num_cycles", 1, 0, 10000, "Restarts of cosine_with_restarts; '' = epoch (GUI), 0 = unset = 1.", unset=1),
     number("lr_scheduler_power", 1.0, 0, 100, "Power of the polynomial schedule; 0 = unset = 1.0.", unset=1.0),
-    number("lr_warmup", 10, 0, 100, "Warmup as a percentage of the total steps (GUI); forced to 0 with a warning for the constant schedule.", field="lr_warmup_percent"),
+    number("lr_warmup", 10, 0, 100, "Warmup as a whole percentage (a fraction is truncated, as the GUI's int(lr_warmup)) of the GUI's step count: max_train_steps, else its estimate from epoch, also when max_train_epochs sets the total; forced to 0 with a warning for the constant schedule.", field="lr_warmup_percent"),
     integer("lr_warmup_steps", 0, 0, 10_000_000, "sd-scripts spelling: absolute warmup steps, overriding lr_warmup; 0 = unset.", unset=None, gui=False),
     # --- noise, timesteps, loss ---------------------------------------------------
     choice("noise_offset_type", "Original", ("Original", "Multires"), "Which noise family the GUI shows; kohya_ss v24.1.7 passes both families' values whichever is chosen.", same_result="as kohya_ss v24.1.7, noise_offset and multires_noise_iterations each apply when set, whatever the type"),
     number("noise_offset", 0.0, 0, 1, "Noise offset strength o: ε += o·N(0,1) per (sample, channel)."),
     flag("noise_offset_random_strength", False, "Scale the offset by U(0,1) once per batch."),
     number("min_snr_gamma", 0.0, 0, 20, "Min-SNR loss weighting γ; 0 = off (None).", unset=None),
-    flag("debiased_estimation_loss", False, "Weight the loss by 1/√SNR (SNR capped at 1000)."),
-    integer("min_timestep", 0, 0, 1000, "Lowest sampled timestep (inclusive)."),
-    integer("max_timestep", 1000, 0, 1000, "Highest sampled timestep (exclusive); 0 = unset = 1000 (the GUI drops 0).", unset=1000),
-    choice("loss_type", "l2", ("l2", "huber", "smooth_l1"), "Element loss.", supported=("l2",), reason="huber and smooth_l1 losses are not supported yet; use l2"),
+    flag("debiased_estimation_loss", False, "Weight the loss by 1/√SNR, or 1/(SNR+1) with v_parameterization (SNR capped at 1000; sd-scripts main's apply_debiased_estimation)."),
+    integer("min_timestep", 0, 0, 1000, "Lowest sampled timestep (inclusive); equal to max_timestep trains at that one timestep (sd-scripts main's get_timesteps), which must then be at most 999."),
+    integer("max_timestep", 1000, 0, 1000, "Highest sampled timestep (exclusive); 0 = unset = 1000 (the GUI drops 0, and then, with min_timestep 0, the file has no modelspec.timestep_range).", unset=None),
+    choice("loss_type", "l2", ("l2", "huber", "smooth_l1"), "Element loss of prediction p and target y (sd-scripts conditional_loss): l2 (p−y)²; huber 2c(√((p−y)²+c²)−c); smooth_l1 2(√((p−y)²+c²)−c), with c from huber_c and huber_schedule per sample's timestep."),
     # --- precision, memory, attention -------------------------------------------------
     choice("mixed_precision", "fp16", ("no", "fp16", "bf16", "fp8"), "Autocast dtype of the frozen models.", supported=("no", "fp16", "bf16"), reason="fp8 mixed precision means fp32 in sd-scripts; use no, fp16 or bf16"),
     choice("save_precision", "fp16", ("float", "fp16", "bf16"), "Dtype of every tensor in the saved file."),

@@ -142,3 +142,12 @@ def _make_config(
 
 def _unique(problems: list[Problem]) -> list[Problem]:
     return list(dict.fromkeys(problems))
+
+
+def stored_config(fields: Mapping[str, Any]) -> TrainingConfig:
+    """A config as a job row stored it (``model_dump(mode="json")``), possibly by an earlier
+    lorabox: a field it predates takes what an absent key gives today, the Kohya default,
+    which is what that version did (new keys arrive switched off). A job queued before an
+    upgrade runs instead of failing as unreadable."""
+    defaults = parse_payload({}).config.model_dump(mode="json")
+    return TrainingConfig.model_validate(defaults | dict(fields))

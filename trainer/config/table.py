@@ -28,7 +28,7 @@ Generated from the payload registry (`trainer/config/keys_core.py`,
 by hand. A test fails when this file and the registry disagree.
 
 Every key of kohya_ss v24.1.7's LoRA config (the seed payload's 140 keys, the 17
-it dropped, and three sd-scripts spellings) has one of three statuses:
+it dropped, and four sd-scripts spellings) has one of three statuses:
 
 * **honoured**: the trainer implements it as kohya_ss / sd-scripts do; a test
   shows that a non-default value changes the run (or, where noted, that every

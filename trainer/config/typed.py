@@ -65,7 +65,7 @@ class TrainingConfig(BaseModel, frozen=True, extra="forbid"):
     min_snr_gamma: float | None
     debiased_estimation_loss: bool
     min_timestep: int
-    max_timestep: int
+    max_timestep: int | None
     loss_type: str
     mixed_precision: str
     save_precision: str
@@ -96,6 +96,7 @@ class TrainingConfig(BaseModel, frozen=True, extra="forbid"):
     scale_weight_norms: float | None
     stop_text_encoder_training_pct: int
     cache_text_encoder_outputs: bool
+    cache_text_encoder_outputs_to_disk: bool
     prior_loss_weight: float
     save_every_n_steps: int | None
     save_last_n_steps: int | None
@@ -108,8 +109,34 @@ class TrainingConfig(BaseModel, frozen=True, extra="forbid"):
     sample_sampler: str
     conv_dim: int
     conv_alpha: float
+    huber_c: float
+    huber_schedule: str
+    masked_loss: bool
     vae_batch_size: int
     max_data_loader_n_workers: int
     persistent_data_loader_workers: bool
+    lycoris_preset: str
+    bypass_mode: bool
+    constrain: float
+    decompose_both: bool
+    dora_wd: bool
+    factor: int
+    rank_dropout_scale: bool
+    rescaled: bool
+    train_norm: bool
+    train_on_input: bool
+    use_cp: bool
+    use_scalar: bool
+    use_tucker: bool
+    unit: int
+    dim_from_weights: bool
+    down_lr_weight: str
+    mid_lr_weight: str
+    up_lr_weight: str
+    block_lr_zero_threshold: str
+    block_dims: str
+    block_alphas: str
+    conv_block_dims: str
+    conv_block_alphas: str
     train_unet: bool
     train_text_encoder: bool

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from trainer.data.caption_files import caption_candidates, caption_file, read_caption_file
 from trainer.errors import InvalidDatasetError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -25,6 +26,7 @@ class ImageRecord:
     folder: str
     repeats: int
     is_reg: bool = False
+    has_alpha: bool = False  # an alpha channel or a transparent colour: masked_loss reads it
 
 
 @dataclass(frozen=True)
@@ -57,29 +59,30 @@ def parse_folder_name(name: str) -> tuple[int, str] | None:
 
 
 def read_caption(image: Path, extension: str, class_tokens: str) -> tuple[str, str | None]:
-    """The image's caption (first line), or the folder's class tokens with a warning."""
-    caption_file = image.with_suffix(extension)
-    if not caption_file.is_file():
+    """The image's caption (``trainer.data.caption_files``), or the folder's class tokens
+    with a warning when it has no caption file."""
+    path = caption_file(image, extension)
+    if path is None:
         warning = (
             f"{image.parent.name}/{image.name}: no {extension} caption, using the folder's class"
         )
         return class_tokens, warning
-    try:
-        text = caption_file.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidDatasetError(
-            f"caption {image.parent.name}/{caption_file.name} is not UTF-8 text ({exc.reason} at "
-            f"byte {exc.start}); re-save it as UTF-8"
-        ) from exc
-    lines = text.strip().splitlines()
-    return (lines[0].strip() if lines else ""), None
+    return read_caption_file(path, f"caption {image.parent.name}/{path.name}"), None
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """Read the size from the header, failing with the file's name."""
+    return image_header(path)[0]
+
+
+def image_header(path: Path) -> tuple[tuple[int, int], bool]:
+    """(width, height) and whether the image has alpha, from the header alone: what
+    ``Image.convert("RGBA")`` would give a non-opaque alpha channel from (sd-scripts
+    ``load_image(path, alpha=True)``)."""
     try:
         with Image.open(path) as image:
-            return image.size
+            alpha = bool({"A", "a"} & set(image.getbands())) or "transparency" in image.info
+            return image.size, alpha
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise InvalidDatasetError(
             f"image {path.parent.name}/{path.name} cannot be read: {exc}"
@@ -112,10 +115,11 @@ def scan_dataset(root: Path, caption_extension: str, is_reg: bool = False) -> Da
             caption, warning = read_caption(image, caption_extension, class_tokens)
             if warning:
                 warnings.append(warning)
-            for path in (image, image.with_suffix(caption_extension)):
+            for path in (image, *caption_candidates(image, caption_extension)):
                 _fingerprint(digest, root, path)
+            size, alpha = image_header(image)
             records.append(
-                ImageRecord(image, caption, image_size(image), folder.name, repeats, is_reg)
+                ImageRecord(image, caption, size, folder.name, repeats, is_reg, has_alpha=alpha)
             )
         folders.append(FolderSummary(folder.name, repeats, len(images)))
     if not records:

@@ -9,10 +9,13 @@ with ``torch.utils.swap_tensors``, which refuses it: "Cannot swap t1 because it 
 associated with it"), so every ``.to()`` the set-up makes has to happen on ``meta``.
 
 The rest follows ``trainer.run.build_session`` step by step with its own functions
-(``build_optimization``, ``all_snr``,
-``cache_text_outputs``). ``build_session`` itself can't run here: it moves the model to
-``pick_device()`` (a fake module can't be moved), resolves fp16 to fp32 on a CPU, and
-caches latents from a dataset on disk.
+(``build_optimization``, ``all_snr``, ``cache_text_outputs``). ``build_session`` itself
+can't run here: it moves the model to ``pick_device()`` and what it caches to the host (a
+fake module can't be moved), resolves fp16 to fp32 on a CPU, and caches latents from a
+dataset on disk. So every part gets fake storage on the one fake device, and the trace
+leaves out what ``trainer.placement.Offload`` sends to the host; the text cache is always
+made in memory here (a fake tensor can't be written to disk), which the trace doesn't count
+either way.
 
 One batch of ``train_batch_size`` images at the config's ``resolution`` (its largest
 bucket) with any caption: the tokenizers always pad to ``max_token_length``. Cached
@@ -142,5 +145,5 @@ def fake_run(config: TrainingConfig, meta: MetaModel, workdir: Path) -> FakeRun:
         train_text_encoder=config.train_text_encoder,
     )  # fmt: skip
     if config.cache_text_encoder_outputs:
-        session.text_cache = cache_text_outputs(session)
+        session.text_cache = cache_text_outputs(session, to_disk=False)
     return FakeRun(session, Batch(images[0].bucket, tuple(range(len(images)))))

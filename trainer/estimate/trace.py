@@ -21,15 +21,17 @@ What the trace assumes:
   step, or by bitsandbytes' ``init_state``: its 8-bit kernels can't run on fake tensors,
   and they update in place, so the trace skips only that update); with gradient
   accumulation the gradients already exist.
-- Caching as the config says. With ``cache_latents`` the step reads latents and the VAE only
-  sits on the device (``prepare_model`` puts it there, nothing takes it off); without it the
-  step encodes the batch with the VAE (under ``no_grad``). With
-  ``cache_text_encoder_outputs`` the step reads the cached conditioning (traced: its batch's
-  images only, not the whole dataset's) and the encoders still sit on the device.
+- Caching as the config says, and on the device only what the trainer keeps there during
+  the steps (``trainer.placement.Offload``, the decision ``build_session`` applies). With
+  ``cache_latents`` the step reads cached latents and the VAE waits on the host: not
+  counted; without it the VAE is on the device and encodes the batch (under ``no_grad``).
+  With ``cache_text_encoder_outputs`` (frozen encoders) the encoders wait on the host and the
+  cache lives there or on disk: not counted either. Both caches are host memory; what counts
+  is each batch's copy on the device.
 - One batch of ``train_batch_size`` images at the config's resolution, its largest bucket.
-- Not traced: sampling and saving between steps, ``fp8_base``. Allocator rounding and
-  fragmentation, library workspaces and the CUDA context are the allowances of
-  :mod:`trainer.estimate.allowances`.
+- Not traced: sampling (which brings the VAE and the encoders back for its own duration)
+  and saving between steps, ``fp8_base``. Allocator rounding and fragmentation, library
+  workspaces and the CUDA context are the allowances of :mod:`trainer.estimate.allowances`.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from trainer.estimate.fake import FakeRun, fake_run, prepared_meta_model
 from trainer.estimate.tracker import StandInScalars, StepFlops, StepTracker
 from trainer.loop import optimizer_step
 from trainer.models.configs import SDXL_BASE_CONFIG
+from trainer.placement import Offload
 from trainer.run import PRECISION_DTYPES
 from trainer.session import Session
 from trainer.step import training_loss
@@ -148,10 +151,10 @@ def _traced_step(run: FakeRun, in_place: bool) -> tuple[dict[str, int], int]:
     s = run.session
     tracker = StepTracker()
     model = s.model
-    cached = [t for pair in s.text_cache or [] for t in pair]  # on the device, like the weights
-    tracker.track_external(
-        model.unet, model.text_encoder, model.text_encoder_2, model.vae, s.optimizer, *cached
-    )
+    on_host = Offload.for_config(s.config).modules(model)
+    parts = (model.unet, model.text_encoder, model.text_encoder_2, model.vae)
+    # The caches are host memory: only the batch's copies, made under the tracker, count.
+    tracker.track_external(*(p for p in parts if all(p is not h for h in on_host)), s.optimizer)
     counter = StepFlops()
     skip_update: AbstractContextManager[object] = (
         mock.patch.object(s.optimizer, "step", lambda closure=None: None)

@@ -5,7 +5,8 @@ diffusers' ``convert_state_dict_to_kohya`` writes diffusers block names
 and ComfyUI key SDXL LoRAs by the original ``input_blocks_4_1`` names and the
 true alpha matters for the scale, so the names come from ``ldm_names`` and the
 tensors are laid out here directly, as sd-scripts ``networks/lora.py:
-LoRANetwork.save_weights`` writes them.
+LoRANetwork.save_weights`` writes them. The network type decides the tensors
+(``LoraNetwork.file_tensors``): LyCORIS files keep lycoris-lora's own layout.
 """
 
 from __future__ import annotations
@@ -15,26 +16,24 @@ import io
 import json
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save, save_file
 
 from trainer.errors import TrainerError
-from trainer.lora.network import LoraNetwork
 from trainer.storage import atomic_path
+
+if TYPE_CHECKING:
+    from trainer.lora.network import LoraNetwork
 
 SAVE_DTYPES = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def kohya_state_dict(network: LoraNetwork, precision: str) -> dict[str, torch.Tensor]:
-    dtype = SAVE_DTYPES[precision]
-    state: dict[str, torch.Tensor] = {}
-    for module in network.modules:
-        state[f"{module.kohya_name}.lora_down.weight"] = module.down.detach().to("cpu", dtype)
-        state[f"{module.kohya_name}.lora_up.weight"] = module.up.detach().to("cpu", dtype)
-        state[f"{module.kohya_name}.alpha"] = torch.tensor(module.alpha).to(dtype)
-    return {key: value.contiguous() for key, value in state.items()}
+    """The tensors of the LoRA file, in the network type's own layout."""
+    return network.file_tensors(SAVE_DTYPES[precision])
 
 
 def tensor_hashes(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, str]:
@@ -56,44 +55,28 @@ def save_lora(
 ) -> dict[str, str]:
     """Write the LoRA atomically; return the metadata written (with hashes)."""
     state = kohya_state_dict(network, precision)
-    full = {**metadata, **tensor_hashes(state, metadata)}
+    full = {**metadata, **network.file_hashes(state, metadata)}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=full)
     return full
 
 
-def load_lora_into(network: LoraNetwork, path: Path) -> None:
-    """Continue from an existing Kohya LoRA (``network_weights``).
-
-    Every module of the file must exist in this network with the same shapes;
-    a mismatch is reported by name rather than silently skipped. As in
-    sd-scripts, the scale stays ``network_alpha / network_dim`` of the payload.
-    """
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a LoRA file; a clear error when it is not one."""
     try:
         with safe_open(str(path), "pt") as handle:
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no dict
+            return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no dict
     except (SafetensorError, OSError) as exc:
         raise TrainerError(f"network_weights {path.name!r} is not a readable LoRA: {exc}") from exc
-    modules = network.by_name()
-    unknown = sorted({key.split(".")[0] for key in tensors} - modules.keys())
-    if unknown:
-        raise TrainerError(
-            f"network_weights {path.name!r} has {len(unknown)} modules this network lacks "
-            f"(e.g. {unknown[0]}): train the same parts (unet_lr / text_encoder_lr) as that file"
-        )
-    with torch.no_grad():
-        for name, module in modules.items():
-            for part, parameter in (("lora_down", module.down), ("lora_up", module.up)):
-                key = f"{name}.{part}.weight"
-                if key not in tensors:
-                    continue
-                if tensors[key].shape != parameter.shape:
-                    raise TrainerError(
-                        f"network_weights {path.name!r}: {key} has shape "
-                        f"{tuple(tensors[key].shape)}, expected {tuple(parameter.shape)} "
-                        "(set network_dim to the file's rank)"
-                    )
-                parameter.copy_(tensors[key].to(parameter.dtype))
+
+
+def load_lora_into(network: LoraNetwork, path: Path) -> None:
+    """Continue from an existing LoRA file (``network_weights``), of the network's type.
+
+    As in sd-scripts, the scale stays ``network_alpha / network_dim`` of the payload
+    (unless the network was built from the file: ``dim_from_weights``).
+    """
+    network.load_file(read_tensors(path), path.name)
 
 
 def read_metadata(path: Path) -> dict[str, str]:

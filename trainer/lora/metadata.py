@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from trainer.config import TrainingConfig
+from trainer.config.checks import timestep_bounds
 from trainer.data.batches import TrainingImage, bucket_counts
 from trainer.data.folders import DatasetScan
-from trainer.lora.targets import LOCON
+from trainer.lora.gui_args import LOCON, STANDARD, gui_items, net_kwargs, network_module
 from trainer.plan import TrainingPlan
 
 BASE_MODEL_VERSION = "sdxl_base_v1-0"
@@ -70,12 +73,28 @@ def _tag_frequency(scan: DatasetScan) -> dict[str, dict[str, int]]:
     return {folder: dict(counter) for folder, counter in frequency.items()}
 
 
-def _bucket_info(images: list[TrainingImage]) -> str:
+def _bucket_info(config: TrainingConfig, images: list[TrainingImage]) -> str:
+    """sd-scripts ``BaseDataset.make_buckets``: the used buckets in sorted order (its
+    ``BucketManager.resos`` holds only buckets an image selected, predefined or not) and the
+    mean |bucket ar − image ar| over the images without repeats; ``null`` without bucketing."""
+    if not config.enable_bucket:
+        return json.dumps(None)
     buckets = {
         str(i): {"resolution": list(bucket), "count": count}
         for i, (bucket, count) in enumerate(bucket_counts(images).items())
     }
-    return json.dumps({"buckets": buckets, "mean_img_ar_error": 0.0})
+    errors = [im.bucket[0] / im.bucket[1] - im.record.size[0] / im.record.size[1] for im in images]
+    # numpy's mean (pairwise summation), as sd-scripts takes it, to the last digit.
+    mean = float(np.mean(np.abs(np.array(errors)))) if errors else 0.0
+    return json.dumps({"buckets": buckets, "mean_img_ar_error": mean})
+
+
+def _given(value: float | None) -> int | float | None:
+    """A number as a GUI payload gives it and sd-scripts writes it back (``str(args.x)``):
+    whole numbers without ``.0`` (the GUI saves ``16``, not ``16.0``)."""
+    if value is None or not float(value).is_integer():
+        return value
+    return int(value)
 
 
 def _dirs(scan: DatasetScan | None) -> str:
@@ -102,7 +121,7 @@ def _dataset_fields(config: TrainingConfig, facts: RunFacts) -> dict[str, object
         "ss_dataset_dirs": _dirs(facts.scan),
         "ss_reg_dataset_dirs": _dirs(facts.reg_scan),
         "ss_tag_frequency": json.dumps(_tag_frequency(facts.scan)),
-        "ss_bucket_info": _bucket_info(facts.images),
+        "ss_bucket_info": _bucket_info(config, facts.images),
     }
 
 
@@ -112,9 +131,9 @@ def _training_fields(config: TrainingConfig, facts: RunFacts) -> dict[str, objec
         "ss_session_id": random.randint(0, 2**32),
         "ss_training_started_at": facts.started_at,
         "ss_output_name": config.output_name,
-        "ss_learning_rate": config.learning_rate,
-        "ss_text_encoder_lr": config.text_encoder_lr if config.train_text_encoder else None,
-        "ss_unet_lr": config.unet_lr if config.train_unet else None,
+        "ss_learning_rate": _given(config.learning_rate),
+        "ss_text_encoder_lr": _given(config.text_encoder_lr) if config.train_text_encoder else None,
+        "ss_unet_lr": _given(config.unet_lr) if config.train_unet else None,
         "ss_num_train_images": plan.images_x_repeats,
         "ss_num_reg_images": sum(i.record.repeats for i in facts.images if i.record.is_reg),
         "ss_num_batches_per_epoch": plan.batches_per_epoch,
@@ -123,11 +142,11 @@ def _training_fields(config: TrainingConfig, facts: RunFacts) -> dict[str, objec
         "ss_gradient_accumulation_steps": config.gradient_accumulation_steps,
         "ss_max_train_steps": plan.total_steps,
         "ss_lr_warmup_steps": plan.warmup_steps,
-        "ss_lr_scheduler": config.lr_scheduler,
-        "ss_network_module": "networks.lora",
+        "ss_lr_scheduler": _scheduler(config),
+        "ss_network_module": network_module(config.lora_type),
         "ss_network_dim": config.network_dim,
-        "ss_network_alpha": config.network_alpha,
-        "ss_network_dropout": config.network_dropout or None,
+        "ss_network_alpha": _given(config.network_alpha),
+        "ss_network_dropout": _given(config.network_dropout or None),
         "ss_mixed_precision": facts.mixed_precision,
         "ss_full_fp16": config.full_fp16,
         "ss_v2": False,
@@ -137,46 +156,50 @@ def _training_fields(config: TrainingConfig, facts: RunFacts) -> dict[str, objec
         "ss_cache_latents": config.cache_latents,
         "ss_seed": facts.seed,
         "ss_lowram": False,
-        "ss_noise_offset": config.noise_offset or None,
+        "ss_noise_offset": _given(config.noise_offset or None),
         "ss_multires_noise_iterations": config.multires_noise_iterations or None,
-        "ss_multires_noise_discount": config.multires_noise_discount,
-        "ss_adaptive_noise_scale": config.adaptive_noise_scale or None,
+        "ss_multires_noise_discount": _given(config.multires_noise_discount),
+        "ss_adaptive_noise_scale": _given(config.adaptive_noise_scale or None),
         "ss_zero_terminal_snr": False,
         "ss_training_comment": config.training_comment or None,
         "ss_sd_scripts_commit_hash": "lorabox",
         "ss_optimizer": facts.optimizer,
-        "ss_max_grad_norm": config.max_grad_norm,
-        "ss_caption_dropout_rate": config.caption_dropout_rate or None,
-        "ss_caption_dropout_every_n_epochs": config.caption_dropout_every_n_epochs or None,
-        "ss_caption_tag_dropout_rate": None,
+        "ss_max_grad_norm": _given(config.max_grad_norm),
+        # Unset (0) in the GUI means sd-scripts' argparse defaults 0.0, 0 and 0.0.
+        "ss_caption_dropout_rate": _given(config.caption_dropout_rate) or 0.0,
+        "ss_caption_dropout_every_n_epochs": config.caption_dropout_every_n_epochs or 0,
+        "ss_caption_tag_dropout_rate": 0.0,
         "ss_face_crop_aug_range": None,
-        "ss_prior_loss_weight": config.prior_loss_weight,
-        "ss_min_snr_gamma": config.min_snr_gamma,
-        "ss_scale_weight_norms": config.scale_weight_norms or None,
-        "ss_ip_noise_gamma": config.ip_noise_gamma or None,
+        "ss_prior_loss_weight": _given(config.prior_loss_weight),
+        "ss_min_snr_gamma": _given(config.min_snr_gamma),
+        "ss_scale_weight_norms": _given(config.scale_weight_norms or None),
+        "ss_ip_noise_gamma": _given(config.ip_noise_gamma or None),
         "ss_debiased_estimation": config.debiased_estimation_loss,
         "ss_noise_offset_random_strength": config.noise_offset_random_strength,
         "ss_ip_noise_gamma_random_strength": config.ip_noise_gamma_random_strength,
-        "ss_loss_type": "l2",
-        "ss_huber_schedule": "snr",
-        "ss_huber_c": 0.1,
+        "ss_loss_type": config.loss_type,
+        "ss_huber_schedule": config.huber_schedule,
+        "ss_huber_c": _given(config.huber_c),
     }
 
 
-def _plain(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(value)
+def _scheduler(config: TrainingConfig) -> str:
+    """sd-scripts' ``args.lr_scheduler`` after ``get_optimizer``: Adafactor's relative step
+    renames it ``adafactor:<learning_rate>``."""
+    if config.lr_scheduler == "adafactor":
+        return f"adafactor:{_given(config.learning_rate)}"
+    return config.lr_scheduler
 
 
-def network_args(config: TrainingConfig) -> dict[str, str]:
-    """The ``network_args`` kohya_ss passes for this network, as sd-scripts keeps them
-    (strings): conv_dim/conv_alpha for Kohya LoCon, then the dropouts that are set."""
-    args: dict[str, str] = {}
-    if config.lora_type == LOCON:
-        args.update(conv_dim=str(config.conv_dim), conv_alpha=_plain(config.conv_alpha))
-    for key in ("rank_dropout", "module_dropout"):
-        if getattr(config, key):
-            args[key] = _plain(getattr(config, key))
-    return args
+def network_args(config: TrainingConfig) -> dict[str, object]:
+    """``ss_network_args``: the ``network_args`` kohya_ss passes for this type, as sd-scripts
+    keeps them (``trainer.lora.gui_args``). Standard and Kohya LoCon leave out the
+    ``dropout`` entry sd-scripts' LyCORIS workaround adds (docs/kohya-semantics.md,
+    "Metadata"); every other type records it as sd-scripts does."""
+    items = gui_items(config)
+    if not items:  # train_network.py writes ss_network_args only when network_args were given
+        return {}
+    return dict(items) if config.lora_type in (STANDARD, LOCON) else net_kwargs(config)
 
 
 def _network_fields(config: TrainingConfig) -> dict[str, object]:
@@ -214,8 +237,11 @@ def _modelspec(config: TrainingConfig, started: float) -> dict[str, str]:
         "modelspec.prediction_type": "v" if config.v_parameterization else "epsilon",
         "modelspec.encoder_layer": str(config.clip_skip),
     }
-    if config.min_timestep != 0 or config.max_timestep != 1000:
-        spec["modelspec.timestep_range"] = f"{config.min_timestep},{config.max_timestep}"
+    # sd-scripts get_sai_model_spec: whenever either is passed; the GUI drops a 0 but always
+    # passes its max_timestep (1000 by default), so a GUI run's file says "0,1000".
+    if config.min_timestep != 0 or config.max_timestep is not None:
+        low, high = timestep_bounds(config)
+        spec["modelspec.timestep_range"] = f"{low},{high}"
     for key in ("author", "description", "license", "tags"):
         value = getattr(config, f"metadata_{key}")
         if value:

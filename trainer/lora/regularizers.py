@@ -17,14 +17,15 @@ peft's ``lora_dropout`` drops the layer's *input*; Kohya drops the ``lora_down``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
-from trainer.lora.network import LoraNetwork
+if TYPE_CHECKING:
+    from trainer.lora.network import LoraModule, LoraNetwork
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,14 @@ class MaxNormReport:
         }
 
 
-@torch.no_grad()
 def apply_max_norm(network: LoraNetwork, max_norm: float) -> MaxNormReport:
+    """``scale_weight_norms`` after an optimizer step, as the network type defines it
+    (Kohya LoRA below; LyCORIS: its ``apply_max_norm_regularization``)."""
+    return network.apply_max_norm(max_norm)
+
+
+@torch.no_grad()
+def kohya_max_norm(modules: Sequence[LoraModule], max_norm: float) -> MaxNormReport:
     """Scale each module so that ||up @ down * alpha/r||_F <= max_norm.
 
     sd-scripts ``apply_max_norm_regularization``: n = max(||dW||, m/2),
@@ -98,7 +105,7 @@ def apply_max_norm(network: LoraNetwork, max_norm: float) -> MaxNormReport:
     composition) for 1×1 and 3×3 downs alike.
     """
     scaled, norms = 0, []
-    for module in network.modules:
+    for module in modules:
         up, down = module.up, module.down
         delta = (up.float().flatten(1) @ down.float().flatten(1)) * (module.alpha / module.rank)
         norm = float(delta.norm())

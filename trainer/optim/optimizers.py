@@ -1,4 +1,18 @@
-"""The optimizers a payload may name, built on the LoRA parameter groups."""
+"""The optimizers a payload may name, built on the LoRA parameter groups as sd-scripts'
+``library/train_util.py: get_optimizer`` builds them: the same classes from the same
+packages, so ``ss_optimizer`` names what sd-scripts would name.
+
+Each group carries its own rate; the constructors' ``lr`` is left at its default (sd-scripts
+passes ``learning_rate``, which only the groups without a rate would use, and every group
+here has one). Arguments sd-scripts adds itself are added by the config
+(``trainer.config.optimizer_rules``: SGD's momentum 0.9, Adafactor's relative_step), so
+``describe_optimizer`` lists them as ``ss_optimizer`` does.
+
+bitsandbytes' Paged* optimizers keep each state tensor of 10^5 elements or more in CUDA
+unified memory that the driver pages out to host memory when the GPU runs short
+(``bitsandbytes/optim/optimizer.py: Optimizer8bit.get_state_buffer``); on CPU tensors they
+warn and use ordinary tensors.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +22,46 @@ from typing import Any
 import torch
 
 ParamGroups = list[dict[str, Any]]
+Builder = Callable[[ParamGroups, dict[str, Any]], torch.optim.Optimizer]
 
 
 def _adamw(groups: ParamGroups, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, **kwargs)
 
 
-def _adamw8bit(groups: ParamGroups, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
-    import bitsandbytes as bnb
+def _bitsandbytes(name: str) -> Builder:
+    def build(groups: ParamGroups, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+        import bitsandbytes as bnb
 
-    return bnb.optim.AdamW8bit(groups, **kwargs)
+        # SGD8bit has no default lr; every group carries its own, so any default will do
+        # (1e-3 is bitsandbytes' AdamW8bit default).
+        lr = groups[0].get("lr", 1e-3)
+        optimizer: torch.optim.Optimizer = getattr(bnb.optim, name)(groups, lr=lr, **kwargs)
+        return optimizer
+
+    return build
 
 
 def _lion(groups: ParamGroups, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
-    import bitsandbytes as bnb
+    from lion_pytorch import Lion
 
-    # bitsandbytes' 32-bit Lion is the lion-pytorch algorithm without another dependency.
-    return bnb.optim.Lion(groups, optim_bits=32, **kwargs)
+    return Lion(groups, **kwargs)
 
 
-def _lion8bit(groups: ParamGroups, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
-    import bitsandbytes as bnb
+def _sgd_nesterov(groups: ParamGroups, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, nesterov=True, **kwargs)
 
-    return bnb.optim.Lion8bit(groups, **kwargs)
+
+def _dadaptation(name: str, experimental: bool = False) -> Builder:
+    def build(groups: ParamGroups, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+        import dadaptation
+        import dadaptation.experimental
+
+        module = dadaptation.experimental if experimental else dadaptation
+        optimizer: torch.optim.Optimizer = getattr(module, name)(groups, **kwargs)
+        return optimizer
+
+    return build
 
 
 def _adafactor(groups: ParamGroups, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
@@ -52,13 +83,30 @@ def _prodigy(groups: ParamGroups, kwargs: dict[str, Any]) -> torch.optim.Optimiz
     return Prodigy(groups, **kwargs)
 
 
-OPTIMIZERS: dict[str, Callable[[ParamGroups, dict[str, Any]], torch.optim.Optimizer]] = {
+OPTIMIZERS: dict[str, Builder] = {
     "AdamW": _adamw,
-    "AdamW8bit": _adamw8bit,
+    "AdamW8bit": _bitsandbytes("AdamW8bit"),
+    "PagedAdamW8bit": _bitsandbytes("PagedAdamW8bit"),
+    "PagedAdamW32bit": _bitsandbytes("PagedAdamW32bit"),
     "Lion": _lion,
-    "Lion8bit": _lion8bit,
+    "Lion8bit": _bitsandbytes("Lion8bit"),
+    "PagedLion8bit": _bitsandbytes("PagedLion8bit"),
+    "SGDNesterov": _sgd_nesterov,
+    # sd-scripts builds SGD8bit a second time without nesterov=True (get_optimizer's 8-bit
+    # branch ends in a constructor call for every 8-bit type), and bitsandbytes' SGD8bit
+    # ignores nesterov anyway: 8-bit momentum SGD, no Nesterov step.
+    "SGDNesterov8bit": _bitsandbytes("SGD8bit"),
     "Adafactor": _adafactor,
     "Prodigy": _prodigy,
+    # sd-scripts: "DAdaptation" is DAdaptAdamPreprint; it and DAdaptAdanIP are experimental.
+    "DAdaptation": _dadaptation("DAdaptAdamPreprint", experimental=True),
+    "DAdaptAdamPreprint": _dadaptation("DAdaptAdamPreprint", experimental=True),
+    "DAdaptAdaGrad": _dadaptation("DAdaptAdaGrad"),
+    "DAdaptAdam": _dadaptation("DAdaptAdam"),
+    "DAdaptAdan": _dadaptation("DAdaptAdan"),
+    "DAdaptAdanIP": _dadaptation("DAdaptAdanIP", experimental=True),
+    "DAdaptLion": _dadaptation("DAdaptLion"),
+    "DAdaptSGD": _dadaptation("DAdaptSGD"),
 }
 
 

@@ -1,7 +1,9 @@
 """Learning-rate schedules (sd-scripts ``library/train_util.py: get_scheduler_fix``).
 
 sd-scripts uses diffusers' schedule functions, stepped once per optimizer step;
-so do we. Kohya's warmup is a percentage of the total steps (the GUI rounds).
+so do we. Kohya's warmup is a percentage of the GUI's step count (``trainer.plan``).
+piecewise_constant takes only ``step_rules`` from ``lr_scheduler_args`` and no warmup, as
+``get_scheduler_fix`` calls it.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ def build_scheduler(
         return AdafactorSchedule(optimizer, initial_lr=initial)
     schedule = TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(name)]
     args: dict[str, Any] = {}
-    if name != "constant":
+    if name not in ("constant", "piecewise_constant"):
         args["num_warmup_steps"] = warmup
-    if name not in ("constant", "constant_with_warmup"):
+    if name not in ("constant", "constant_with_warmup", "piecewise_constant"):
         args["num_training_steps"] = total_steps
     if name == "cosine_with_restarts":
         args["num_cycles"] = num_cycles

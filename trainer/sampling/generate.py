@@ -1,8 +1,9 @@
 """Render one sample image with the LoRA live, through diffusers' SDXL pipeline.
 
 The pipeline is assembled from the session's already-loaded components (no
-weights are copied or moved), so the peft LoRA layers injected for training
-take part exactly as they are. Three things keep sampling from touching the
+weights are copied; ``samples.sample_if_due`` has brought any part the run keeps on
+the host to the device), so the peft LoRA layers injected for training take part
+exactly as they are. Three things keep sampling from touching the
 training run:
 
 * every module of the UNet and text encoders is put in eval mode and given its

@@ -20,6 +20,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from trainer.hooks import ArtifactSaved, PhaseChanged, Reporter
+from trainer.placement import borrowed
 from trainer.sampling.generate import eval_mode, isolated_rng, render
 from trainer.sampling.prompts import SamplePrompt, parse_prompts
 from trainer.session import Session
@@ -123,6 +124,9 @@ def sample_if_due(
     try:
         with (
             isolated_rng(s.device),
+            # Cached runs keep these on the host (trainer.placement): on the device for
+            # sampling only, as sd-scripts brings its VAE (train_util.sample_images_common).
+            borrowed(s.device, model.vae, model.text_encoder, model.text_encoder_2),
             eval_mode(model.unet, model.text_encoder, model.text_encoder_2),
         ):
             for prompt in prompts:
@@ -133,7 +137,8 @@ def sample_if_due(
 
 
 def release_memory(device: torch.device) -> None:
-    """Hand the pipeline's activations and caches back before training resumes."""
+    """Hand the pipeline's activations and caches, and the borrowed parts' device copies,
+    back before training resumes."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

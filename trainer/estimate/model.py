@@ -1,0 +1,269 @@
+"""A training step's device memory and FLOPs from its config alone: no torch, milliseconds.
+
+The API answers "will it fit" with :func:`estimate_footprint` at submit time; the trace
+(:mod:`trainer.estimate.trace`, torch, up to a minute) is what it is checked against
+(``bench/memory_model.py``, ``tests/trainer/test_memory_model.py``, docs/estimates.md).
+
+Built physically, in bytes per parameter times parameter counts (from the model's own
+configs: :mod:`trainer.estimate.architecture`) and, for activations, a walk over the UNet's
+blocks (:mod:`trainer.estimate.walk`) whose bytes per feature-map element are fitted to
+traces (:mod:`trainer.estimate.coefficients`). What sits on the device follows
+``trainer.placement.Offload``: the VAE leaves once latents are cached, the frozen encoders
+once their outputs are cached (the cache itself is host memory or disk).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from trainer.config import TrainingConfig
+from trainer.estimate.allowances import allowances
+from trainer.estimate.architecture import Architecture, Layer, lora_kinds
+from trainer.estimate.flops import step_flops
+from trainer.estimate.paths import Step, unet_paths
+from trainer.estimate.walk import Moment, moments
+
+PARTS = ("weights", "lora", "gradients", "optimizer", "activations", "temporaries")
+ALLOWANCES = ("workspace", "allocator", "cuda_context")
+CHUNK = 75  # tokens per 77-position encoder sequence (trainer/models/text.py)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Device bytes of a training step at its peak, by part, and its FLOPs."""
+
+    parts: dict[str, int]  # the six PARTS, then workspace, allocator, cuda_context
+    peak_bytes: int  # the first six: what torch.cuda.max_memory_allocated reports
+    device_bytes: int  # peak_bytes and the three allowances (trainer/estimate/allowances.py)
+    step_flops: int  # one optimizer step: every gradient-accumulation micro-step
+
+
+def step_of(config: TrainingConfig, arch: Architecture, bucket: tuple[int, int] | None) -> Step:
+    """The shapes and switches of ``config``'s micro-step at ``bucket`` (width, height)."""
+    width, height = bucket or config.resolution
+    scale = arch.vae.downscale
+    autocast = config.mixed_precision in ("fp16", "bf16")
+    return Step(
+        batch=config.train_batch_size,
+        latent_hw=(height // scale, width // scale),
+        image_hw=(height, width),
+        context=config.max_token_length + 2,
+        chunks=max(1, config.max_token_length // CHUNK),
+        rank=config.network_dim,
+        conv_rank=config.conv_dim,
+        lora_kinds=lora_kinds(config.lora_type, config.conv_dim),
+        unet=config.train_unet,
+        text=config.train_text_encoder,
+        checkpointing=config.gradient_checkpointing,
+        latents_cached=config.cache_latents,
+        text_cached=config.cache_text_encoder_outputs,
+        act_bytes=2 if autocast else 4,
+        autocast=autocast,
+    )
+
+
+def _frozen_bytes(config: TrainingConfig) -> int:
+    """Bytes of a frozen UNet / encoder element (``trainer.run.prepare_model``)."""
+    return 2 if config.mixed_precision in ("fp16", "bf16") else 4
+
+
+def _fp8_savings(arch: Architecture, on_device: list[str], dtype_bytes: int) -> int:
+    """``fp8_base`` (``trainer.models.fp8``): every Linear / Conv2d weight and bias of the
+    UNet and the encoders is stored in one byte instead of ``dtype_bytes``; norms and the
+    encoders' embeddings keep the compute dtype (diffusers' layerwise casting skips them)."""
+    layers = [layer for block in arch.unet.blocks for layer in block.layers]
+    layers += list(arch.unet.embedding_layers)
+    saved = sum(layer.parameters for layer in layers)
+    for name, encoder in zip(("text_encoder", "text_encoder_2"), arch.text_encoders, strict=True):
+        if name in on_device:
+            per_layer = sum(layer.parameters for layer in encoder.layer_shapes())
+            saved += encoder.layers * per_layer + encoder.projection * encoder.hidden
+    return saved * (dtype_bytes - 1)
+
+
+def weight_bytes(config: TrainingConfig, arch: Architecture) -> int:
+    """The frozen networks on the device: the UNet always, the encoders unless their
+    outputs are cached (and they're frozen), the VAE (fp32) unless latents are cached
+    (``trainer.placement.Offload``)."""
+    counts = arch.parameter_counts()
+    frozen = _frozen_bytes(config)
+    on_device = ["unet"]
+    if not (config.cache_text_encoder_outputs and not config.train_text_encoder):
+        on_device += ["text_encoder", "text_encoder_2"]
+    total = sum(counts[name] * frozen for name in on_device)
+    if "text_encoder" in on_device:  # each encoder's position_ids buffer (int64)
+        total += 8 * sum(encoder.positions for encoder in arch.text_encoders)
+    if not config.cache_latents:
+        total += counts["vae"] * 4  # the SDXL VAE runs in fp32 (prepare_model)
+    if config.fp8_base:
+        total -= _fp8_savings(arch, on_device, frozen)
+    return total
+
+
+def lora_tensors(config: TrainingConfig, arch: Architecture) -> list[tuple[str, Layer, int]]:
+    """(part, layer, rank) of each LoRA module ``build_network`` makes."""
+    layers = arch.lora_layers(
+        config.lora_type, config.conv_dim, unet=config.train_unet, text=config.train_text_encoder
+    )
+    ranks = {"locon_conv": config.conv_dim}
+    return [(part, layer, ranks.get(layer.lora, config.network_dim)) for part, layer in layers]
+
+
+def lora_weights(config: TrainingConfig, arch: Architecture) -> list[tuple[tuple[int, ...], bool]]:
+    """Every LoRA weight's shape, and whether it starts at zero (peft's up weights do, unless
+    ``network_weights`` loads them)."""
+    weights = []
+    for _, layer, rank in lora_tensors(config, arch):
+        down, up = layer.lora_shapes
+        weights.append(((rank, *down[1:]), False))
+        weights.append(((up[0], rank, *up[2:]), config.network_weights is None))
+    return weights
+
+
+# bitsandbytes (bitsandbytes/optim/optimizer.py: Optimizer2State / Optimizer1State.init_state):
+# moment count and bits. Paged ones keep each state of 10^5 values or more in CUDA unified
+# memory (Optimizer8bit.get_state_buffer), outside the caching allocator: the driver pages
+# it out when the GPU runs short, so it never runs a job out of memory and isn't counted.
+BITSANDBYTES = {
+    "AdamW8bit": (2, 8), "PagedAdamW8bit": (2, 8), "PagedAdamW32bit": (2, 32),
+    "Lion8bit": (1, 8), "PagedLion8bit": (1, 8), "SGDNesterov8bit": (1, 8),
+}  # fmt: skip
+# Tensors like the weight (its dtype) each keeps: torch AdamW exp_avg/exp_avg_sq; lion-pytorch
+# exp_avg; torch SGD momentum_buffer; dadaptation's (dadapt_*.py: step(), state init).
+LIKE_WEIGHT = {
+    "AdamW": 2, "Lion": 1, "SGDNesterov": 1, "DAdaptAdaGrad": 3, "DAdaptAdam": 3,
+    "DAdaptation": 3, "DAdaptAdamPreprint": 3, "DAdaptAdan": 5, "DAdaptAdanIP": 5,
+    "DAdaptLion": 2, "DAdaptSGD": 3,
+}  # fmt: skip
+PAGED_FROM = 10**5
+
+
+def _bitsandbytes_bytes(name: str, n: int, args: dict) -> int:
+    """uint8 moments and one fp32 absmax per 256-value block, fp32 moments under
+    ``min_8bit_size`` values (or with 32 bits)."""
+    states, bits = BITSANDBYTES[name]
+    if name.startswith("Paged") and n >= PAGED_FROM:
+        return 0
+    if bits == 32 or n < args.get("min_8bit_size", 4096):
+        return states * 4 * n
+    return states * (n + 4 * math.ceil(n / 256))
+
+
+def _state_bytes(config: TrainingConfig, shape: tuple[int, ...], zero: bool) -> int:
+    """Optimizer state of one LoRA weight, as its optimizer allocates it on the first step."""
+    name, args = config.optimizer, config.optimizer_args
+    n = math.prod(shape)
+    p = 2 if config.full_bf16 else 4  # the weight's (and its gradient's) dtype
+    if name in BITSANDBYTES:
+        return _bitsandbytes_bytes(name, n, args)
+    if name == "Adafactor":
+        # transformers/optimization.py: Adafactor.step: factored second moments (row and
+        # column means) for every weight of two or more dimensions, a first moment with
+        # beta1, and the weight's RMS (an fp32 scalar).
+        factored = math.prod(shape[:-1]) + math.prod(shape[:-2]) * shape[-1]
+        first = n if args.get("beta1") is not None else 0
+        return p * (factored + first) + 4
+    if name == "Prodigy":
+        # prodigyopt/prodigy.py: Prodigy.step: s, p0 (one element for an all-zero weight,
+        # as peft's up weights start), exp_avg (when beta1 > 0) and exp_avg_sq.
+        beta1 = args.get("betas", (0.9, 0.999))[0]
+        return p * (n + (1 if zero else n) + (n if beta1 > 0 else 0) + n)
+    # torch's AdamW keeps its step counters on the host unless fused; an optimizer this
+    # table doesn't know is counted as AdamW (a test lists every registered one).
+    fused = 4 if name == "AdamW" and args.get("fused") else 0
+    return p * LIKE_WEIGHT.get(name, 2) * n + fused
+
+
+def optimizer_bytes(config: TrainingConfig, weights: list[tuple[tuple[int, ...], bool]]) -> int:
+    """The optimizer state of ``weights`` (shape, starts at zero): :func:`lora_weights`."""
+    total = sum(_state_bytes(config, shape, zero) for shape, zero in weights)
+    states, bits = BITSANDBYTES.get(config.optimizer, (0, 32))
+    if bits == 8:  # its quantile maps, 256 fp32 each, shared by every 8-bit state
+        total += 4 * 256 * states
+    return total
+
+
+def _lora_by_block(config: TrainingConfig, arch: Architecture) -> tuple[int, dict[str, int]]:
+    """All LoRA weight bytes, and those of each UNet block ("text" for the encoders')."""
+    p = 2 if config.full_bf16 else 4
+    block_of = {layer.name: block.name for block in arch.unet.blocks for layer in block.layers}
+    by_block: dict[str, int] = {}
+    for part, layer, rank in lora_tensors(config, arch):
+        key = block_of.get(layer.name, "text") if part == "unet" else "text"
+        by_block[key] = by_block.get(key, 0) + p * layer.lora_parameters(rank)
+    return sum(by_block.values()), by_block
+
+
+def _optimizer_moment(config: TrainingConfig, lora: int) -> Moment:
+    """The optimizer step: all gradients, and the one temporary the size of all weights that
+    torch's foreach updates make on a GPU (``torch/optim/adamw.py: _multi_tensor_adamw``:
+    ``torch._foreach_sqrt`` of the second moments; ``sgd.py: _multi_tensor_sgd``: the
+    Nesterov step); bitsandbytes updates in place, the others go weight by weight."""
+    temporaries = lora if config.optimizer in ("AdamW", "SGDNesterov") else 0
+    return Moment(0.0, float(temporaries), float(lora))
+
+
+def _fp8_copies(arch: Architecture, step: Step, config: TrainingConfig) -> int:
+    """``fp8_base`` casts each frozen layer's weight to the compute dtype for its forward;
+    autograd keeps that copy for the backward of every recorded layer that isn't recomputed
+    (all of them without checkpointing; with it, those outside the checkpoints). Counted for
+    the whole forward: an upper bound, as the trace can't run fp8 (trainer/estimate/fake.py)."""
+    if not config.fp8_base:
+        return 0
+    total = 0
+    for path in unet_paths(arch.unet, step):
+        if not path.recorded:
+            continue
+        layers = path.block.layers
+        if step.checkpointing and path.block.checkpointed:  # only the projections stay
+            layers = tuple(
+                layer for layer in layers if layer.name.endswith(("proj_in", "proj_out"))
+            )
+        total += sum(layer.parameters for layer in layers)
+    if step.text and not step.checkpointing:
+        total += sum(
+            encoder.layers * sum(layer.parameters for layer in encoder.layer_shapes())
+            for encoder in arch.text_encoders
+        )
+    return total * step.act_bytes
+
+
+def estimate_footprint(
+    config: TrainingConfig,
+    arch: Architecture,
+    *,
+    bucket: tuple[int, int] | None = None,
+    cached_text_items: int = 0,
+) -> Footprint:
+    """Device memory at the peak of one training step of ``config`` on ``arch``, and the
+    FLOPs of one optimizer step.
+
+    ``bucket``: the plan's largest bucket (width, height), by default the config's
+    resolution. ``cached_text_items``: images whose text-encoder outputs are cached; they
+    live in host memory or on disk (``trainer.data.text_cache``), so they add nothing here,
+    only each batch's copy does (counted with the activations)."""
+    if cached_text_items < 0:
+        raise ValueError("cached_text_items must not be negative")
+    step = step_of(config, arch, bucket)
+    lora, by_block = _lora_by_block(config, arch)
+    accumulating = config.gradient_accumulation_steps > 1
+    candidates = list(moments(arch, step, by_block, accumulating))
+    candidates.append(_optimizer_moment(config, lora))
+    peak = max(candidates, key=lambda moment: moment.total)
+    parts = {
+        "weights": weight_bytes(config, arch),
+        "lora": lora,
+        "gradients": round(peak.gradients),
+        "optimizer": optimizer_bytes(config, lora_weights(config, arch)),
+        "activations": round(peak.activations) + _fp8_copies(arch, step, config),
+        "temporaries": round(peak.temporaries),
+    }
+    peak_bytes = sum(parts.values())
+    parts.update(allowances(peak_bytes))
+    return Footprint(
+        parts=parts,
+        peak_bytes=peak_bytes,
+        device_bytes=peak_bytes + sum(parts[name] for name in ALLOWANCES),
+        step_flops=step_flops(arch, step, config.gradient_accumulation_steps),
+    )
