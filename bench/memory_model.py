@@ -14,7 +14,7 @@ within 5%, activations + temporaries within 10% (docs/estimates.md).
 each; the JSON is kept in ``--profiles`` so a re-fit needs no tracing), solves, for each
 quantity of each block kind (:mod:`trainer.estimate.walk`), the least squares of bytes
 against the block's features over every profiled block, and prints the module
-``trainer/estimate/coefficients.py`` (``--write`` writes it). The fp32 scale and the VAE's
+``trainer/estimate/coefficients.py`` (``--write`` writes it). The fp32 scales and the VAE's
 bytes per pixel come from the fp32 and latents-not-cached profiles.
 """
 
@@ -117,12 +117,15 @@ def grid_row(name: str, trace: dict[str, Any], arch: Architecture) -> str:
     """One row: peak, activations + temporaries (GiB) and TFLOP, trace / model / error."""
     if "failed" in trace:
         return f"{name:<42} {trace['failed']}"
-    model = estimate_footprint(config_of(GRID[name]), arch)
+    config = config_of(GRID[name])
+    model = estimate_footprint(config, arch)
     parts = trace["parts"]
+    # The trace runs one micro-step; an optimizer step runs gradient_accumulation_steps.
+    flops = trace["step_flops"] * config.gradient_accumulation_steps
     act = parts["activations"] + parts["temporaries"]
     model_act = model.parts["activations"] + model.parts["temporaries"]
     pairs = [(trace["peak_bytes"], model.peak_bytes, GIB), (act, model_act, GIB),
-             (trace["step_flops"], model.step_flops, 1e12)]  # fmt: skip
+             (flops, model.step_flops, 1e12)]  # fmt: skip
     cells = "".join(f"{t / unit:>8.2f}{m / unit:>8.2f}{_error(m, t)}" for t, m, unit in pairs)
     return f"{name:<42}{cells}"
 
@@ -231,8 +234,17 @@ def solve(observed: dict[str, tuple[list, int]]) -> dict[str, dict[str, float]]:
     return coefficients
 
 
-def fit(folder: Path) -> tuple[dict[str, dict[str, float]], float, float]:
-    """Coefficients, the fp32 scale and the VAE's bytes per first-level element."""
+FP32_GROUPS = (("kept", "fw", "bw_act", "alive"), ("bw_temp", "held"))
+
+
+def _scale(found: list, quantities: tuple[str, ...]) -> float:
+    """Least squares of the fp32 profile's bytes on the (fp16) model's, for ``quantities``."""
+    pairs = [(walk.predicted(k, f), v) for k, f, v in found if k.split(".")[0] in quantities]
+    return round(sum(p * v for p, v in pairs) / sum(p * p for p, _ in pairs), 4)
+
+
+def fit(folder: Path) -> tuple[dict[str, dict[str, float]], tuple[float, float], float]:
+    """Coefficients, the fp32 scales and the VAE's bytes per first-level element."""
     from bench.memory_profile import observations
 
     arch = Architecture.from_config_dir(SDXL_BASE_CONFIG)
@@ -247,15 +259,16 @@ def fit(folder: Path) -> tuple[dict[str, dict[str, float]], float, float]:
     coefficients = solve(observed)
     walk.COEFFICIENTS.clear()
     walk.COEFFICIENTS.update(coefficients)
-    pairs = [(walk.predicted(key, features), value) for key, features, value in fp32_found]
-    fp32 = sum(p * v for p, v in pairs) / sum(p * p for p, _ in pairs)
+    fp32 = (_scale(fp32_found, FP32_GROUPS[0]), _scale(fp32_found, FP32_GROUPS[1]))
     step = step_of(config_of(PROFILES[VAE_PROFILE]), arch, None)
     pixels = step.batch * step.image_positions(0) * arch.vae.first_channels
     vae = raw[VAE_PROFILE]["parts"]["activations"] / pixels
-    return coefficients, round(fp32, 4), round(vae, 4)
+    return coefficients, fp32, round(vae, 4)
 
 
-def coefficients_module(coefficients: dict[str, dict[str, float]], fp32: float, vae: float) -> str:
+def coefficients_module(
+    coefficients: dict[str, dict[str, float]], fp32: tuple[float, float], vae: float
+) -> str:
     lines = []
     for key, table in sorted(coefficients.items()):
         if not table:
@@ -265,7 +278,7 @@ def coefficients_module(coefficients: dict[str, dict[str, float]], fp32: float, 
         lines += textwrap.wrap(" ".join(items), 92, initial_indent=" " * 8,
                                subsequent_indent=" " * 8)  # fmt: skip
         lines.append("    },")
-    return COEFFICIENTS_TEMPLATE.format(table="\n".join(lines), fp32=fp32, vae=vae)
+    return COEFFICIENTS_TEMPLATE.format(table="\n".join(lines), act=fp32[0], temp=fp32[1], vae=vae)
 
 
 COEFFICIENTS_TEMPLATE = '''"""Fitted coefficients of trainer.estimate.walk: generated, not edited.
@@ -286,8 +299,10 @@ COEFFICIENTS: dict[str, dict[str, float]] = {{
 {table}
 }}
 # fmt: on
-# Without autocast (mixed_precision "no"): the profiled fp32 step's bytes over the fp16 fit.
-FP32_SCALE = {fp32}
+# Without autocast (mixed_precision "no"): the profiled fp32 step's bytes over the fp16 fit's,
+# for activations (autocast's fp32 copies vanish, the rest doubles) and temporaries.
+FP32_ACTIVATIONS = {act}
+FP32_TEMPORARIES = {temp}
 # The VAE encoding a batch (latents not cached): bytes at its high, per element of its first
 # level's feature map (batch x pixels x first channels; fp32, under no autograd).
 VAE_ENCODE = {vae}

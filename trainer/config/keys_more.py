@@ -44,7 +44,9 @@ _SECRET = {
     **_refused("secrets are never accepted in a payload: configure tracking on the host"),
     "secret": True,
 }
-_FREE_FORM = _refused("unsafe: free-form command-line arguments could set any option, paths and imports included; use the payload keys")
+_FREE_FORM = _refused(
+    "unsafe: free-form command-line arguments could set any option, paths and imports included; use the payload keys"
+)
 
 DYNAMO_BACKENDS = (
     *("no", "eager", "aot_eager", "inductor", "aot_ts_nvfuser", "nvprims_nvfuser", "cudagraphs"),

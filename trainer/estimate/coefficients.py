@@ -255,8 +255,10 @@ COEFFICIENTS: dict[str, dict[str, float]] = {
     },
 }
 # fmt: on
-# Without autocast (mixed_precision "no"): the profiled fp32 step's bytes over the fp16 fit.
-FP32_SCALE = 1.4965
+# Without autocast (mixed_precision "no"): the profiled fp32 step's bytes over the fp16 fit's,
+# for activations (autocast's fp32 copies vanish, the rest doubles) and temporaries.
+FP32_ACTIVATIONS = 1.4964
+FP32_TEMPORARIES = 1.9685
 # The VAE encoding a batch (latents not cached): bytes at its high, per element of its first
 # level's feature map (batch x pixels x first channels; fp32, under no autograd).
 VAE_ENCODE = 20.0957

@@ -23,7 +23,8 @@ Each quantity of each block kind is bytes per element of a few feature-map sizes
 (:func:`block_features`: batch × positions × channels, and the like), times coefficients
 fitted to traces (:mod:`trainer.estimate.coefficients`, from ``bench/memory_model.py --fit``),
 for fp16/bf16 autocast; without autocast (fp32) every element is twice as large, less the
-fp32 copies autocast makes (:data:`FP32_SCALE`, an approximation).
+fp32 copies autocast makes: one scale for activations, one for temporaries
+(:data:`FP32_ACTIVATIONS`, :data:`FP32_TEMPORARIES`, an approximation).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from trainer.estimate.architecture import Architecture, TextEncoder
-from trainer.estimate.coefficients import COEFFICIENTS, FP32_SCALE, VAE_ENCODE
+from trainer.estimate.coefficients import (
+    COEFFICIENTS,
+    FP32_ACTIVATIONS,
+    FP32_TEMPORARIES,
+    VAE_ENCODE,
+)
 from trainer.estimate.flops import CLIP
 from trainer.estimate.paths import BlockPath, Step, unet_paths
 
@@ -189,7 +195,8 @@ def moments(
     ``lora_bytes``: LoRA gradient bytes by UNet block name, and the encoders' under
     "text"; ``accumulating``: gradients accumulate over micro-steps, so all of them are
     held from the start (else each is written as backward reaches its block)."""
-    scale = 1.0 if step.autocast else FP32_SCALE
+    scale = 1.0 if step.autocast else FP32_ACTIVATIONS
+    temp = 1.0 if step.autocast else FP32_TEMPORARIES
     grads = float(sum(lora_bytes.values())) if accumulating else 0.0
     if not step.latents_cached:
         pixels = step.batch * step.image_positions(0) * arch.vae.first_channels
@@ -217,8 +224,10 @@ def moments(
         if not accumulating:
             grads += block.lora_bytes
         v = block.values
-        yield Moment(alive + scale * v["bw_act"], held + scale * v["bw_temp"], grads)
-        held += scale * v["held"]
+        yield Moment(alive + scale * v["bw_act"], held + temp * v["bw_temp"], grads)
+        held += temp * v["held"]
     if not accumulating:
         grads += lora_bytes.get("text", 0)
-    yield Moment(text_alive + scale * _text_high(arch, step, "bw_act"), held, grads)
+    # The UNet's backward is over: what it held is freed; the encoders' own backward's high
+    # (its temporaries fitted with it).
+    yield Moment(text_alive + scale * _text_high(arch, step, "bw_act"), 0.0, grads)
