@@ -17,8 +17,10 @@ from api.routes import (
     datasets,
     jobs,
     monitoring,
+    queue,
     stream,
     system,
+    users,
     watch,
     workers,
 )
@@ -64,8 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     openapi.install(app)
-    routers = (datasets, catalog, jobs, system, watch, stream, monitoring, account, dashboard,
-               workers)  # fmt: skip
+    routers = (datasets, catalog, jobs, queue, system, watch, stream, monitoring, account,
+               dashboard, workers, users)  # fmt: skip
     for module in routers:
         app.include_router(module.router, responses=errors.documented_errors())
     app.mount("/static", dashboard.static_files, name="static")

@@ -1,13 +1,15 @@
 """Full-size SDXL step traces on a CPU: peak memory by part and FLOPs for seed variants.
 
-    python bench/memory_trace.py [--variant seed --variant no_checkpointing ...]
+    python bench/memory_trace.py [--variant seed --variant no_checkpointing ...] [--caching]
 
 Each variant is the seed payload (tests/data/pdxl-kohya-config.json: batch 3, 1024x1024,
 150 tokens, fp16, gradient checkpointing, AdamW8bit, rank 32, UNet + both text encoders)
 with a few keys changed, traced by ``python -m trainer.estimate.trace`` in a process of
 its own, so that its wall time and peak RSS are its own. One row each: the traced peak
 (what ``torch.cuda.max_memory_allocated`` would report) and its parts in GiB, the step's
-TFLOPs, the trace's wall seconds and the process's peak RSS. No GPU is used.
+TFLOPs, the trace's wall seconds and the process's peak RSS. No GPU is used. ``--caching``
+traces the latent-caching phase instead (``python -m trainer.estimate.trace_caching``: the
+fp32 VAE alone, encoding the largest bucket; no FLOPs).
 """
 
 from __future__ import annotations
@@ -53,12 +55,14 @@ PARTS = ("weights", "lora", "gradients", "optimizer", "activations", "temporarie
 GIB = 2**30
 
 
-def trace_in_child(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """Run ``python -m trainer.estimate.trace --json`` on ``payload``; add its RSS."""
+def trace_in_child(
+    payload: dict[str, Any], workdir: Path, module: str = "trainer.estimate.trace"
+) -> dict[str, Any]:
+    """Run ``python -m <module> --json`` on ``payload`` (the step's trace, or
+    ``trainer.estimate.trace_caching``); add its RSS."""
     payload_file, out_file = workdir / "payload.json", workdir / "trace.json"
     payload_file.write_text(json.dumps(payload))
-    command = [sys.executable, "-m", "trainer.estimate.trace", "--payload", str(payload_file),
-               "--json"]  # fmt: skip
+    command = [sys.executable, "-m", module, "--payload", str(payload_file), "--json"]
     root = Path(__file__).resolve().parents[1]
     with out_file.open("w") as out:
         child = subprocess.Popen(command, cwd=root, stdout=out, stderr=subprocess.DEVNULL)
@@ -86,13 +90,15 @@ def row(name: str, result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", action="append", choices=sorted(VARIANTS))
+    parser.add_argument("--caching", action="store_true", help="trace caching latents")
     args = parser.parse_args()
+    module = "trainer.estimate.trace_caching" if args.caching else "trainer.estimate.trace"
     header = "".join(f"{part[:7]:>8}" for part in PARTS)
     print(f"{'variant (GiB)':<32}{'peak':>7}{header}{'TFLOP':>9}{'trace s':>8}{'RSS':>7}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.variant or list(VARIANTS):
             started = time.perf_counter()
-            result = trace_in_child({**seed_payload(), **VARIANTS[name]}, Path(tmp))
+            result = trace_in_child({**seed_payload(), **VARIANTS[name]}, Path(tmp), module)
             print(row(name, result), flush=True)
             if "failed" not in result:
                 result["wall_s"] = round(time.perf_counter() - started, 1)

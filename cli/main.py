@@ -22,7 +22,7 @@ from core.db import Database, User
 from core.db.migrate import upgrade
 from core.errors import Conflict, DomainError, NotFound
 from core.settings import Settings, get_settings
-from core.users import add_user, reissue_token, revoke_user
+from core.users import add_user, reissue_token, revoke_user, set_quota
 
 # How long `lorabox up` waits for its API to answer before giving up (imports, migrations
 # and a slow disk included).
@@ -191,6 +191,10 @@ def _user_action(session: Session, args: argparse.Namespace) -> str | None:
         return add_user(session, name=args.name, admin=args.admin)
     if args.user_command == "token":
         return reissue_token(session, name=args.name)
+    if args.user_command == "quota":
+        budget = (None, None) if args.none else (args.gpu_seconds, args.per)
+        set_quota(session, name=args.name, gpu_seconds=budget[0], window_s=budget[1])
+        return None
     revoke_user(session, name=args.name)
     return None
 
@@ -207,7 +211,18 @@ def _user_hint(args: argparse.Namespace, exc: DomainError) -> str:
     return ""
 
 
+def _user_done(args: argparse.Namespace) -> str:
+    if args.user_command != "quota":
+        return f"revoked {args.name}"
+    if args.none:
+        return f"{args.name}: no quota"
+    return f"{args.name}: at most {args.gpu_seconds} GPU seconds per {args.per} s (rolling)"
+
+
 def cmd_user(args: argparse.Namespace) -> int:
+    if args.user_command == "quota" and not args.none and args.per is None:
+        print("lorabox: --gpu-seconds needs --per SECONDS (the rolling window)", file=sys.stderr)
+        return 2
     settings = get_settings()
     _db_upgrade(settings)
     db = Database.for_settings(settings, pool_size=1)
@@ -220,7 +235,7 @@ def cmd_user(args: argparse.Namespace) -> int:
     finally:
         db.dispose()
     if token is None:
-        print(f"revoked {args.name}", file=sys.stderr)
+        print(_user_done(args), file=sys.stderr)
         return 0
     print(token)  # the only thing on stdout, so `TOKEN=$(lorabox user add me)` works
     if args.user_command == "token":
@@ -240,6 +255,28 @@ def cmd_models(args: argparse.Namespace) -> int:
     path = write_tiny_sdxl(settings.models_dir, name=args.name)
     print(f"wrote {path} (a miniature SDXL with random weights, for demos)", file=sys.stderr)
     return 0
+
+
+def _add_quota_parser(user_sub: argparse._SubParsersAction) -> None:
+    quota = user_sub.add_parser(
+        "quota",
+        help="a user's GPU-time budget over a rolling window (--none lifts it)",
+        description="At most --gpu-seconds of worker time in any rolling --per seconds "
+        "(docs/scheduling.md, Quotas). Over it, the user's jobs still queue and wait "
+        "(blocked_reason quota) until the window frees time.",
+    )
+    quota.add_argument("name")
+    budget = quota.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--gpu-seconds", type=_positive_int, help="e.g. 72000 (20 hours)")
+    budget.add_argument("--none", action="store_true", help="lift the user's quota")
+    quota.add_argument("--per", type=_positive_int, help="the window in seconds, e.g. 604800")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: a whole number of seconds, at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("name")
     revoke = user_sub.add_parser("revoke", help="revoke a user's token")
     revoke.add_argument("name")
+    _add_quota_parser(user_sub)
     user.set_defaults(func=cmd_user)
     models = sub.add_parser("models", help="base models: the server's list, a demo model")
     models_sub = models.add_subparsers(dest="models_command", required=True)

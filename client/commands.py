@@ -1,5 +1,5 @@
-"""``lorabox submit | wait | jobs | status | cancel | logs | download | models list``: scripts'
-view of the queue, on the Python client (``lorabox_client``).
+"""``lorabox submit | wait | jobs | status | cancel | hold | release | priority | logs |
+download | models list``: scripts' view of the queue, on the Python client (``lorabox_client``).
 
 Exit codes: 0 success (with ``--wait`` and ``wait``: the job succeeded), 1 the job failed
 (for ``download``: a file to write exists already), 2 the job was cancelled, 3 a client or
@@ -22,6 +22,7 @@ EXIT_EXISTS = 1  # `download` refused to overwrite a file
 FINISHED_EXIT = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
 # `lorabox jobs`: ids are 32 hex digits; a step count of up to 99999/99999 keeps NAME aligned.
 JOB_ROW = "{id:<32}  {status:<9}  {steps:<11}  {name}"
+PRIORITIES = ("high", "normal", "low")  # the server's tiers (docs/scheduling.md)
 MODEL_ROW = "{name:<32}  {kind:<4}  {format:<11}  {size:>9}  {sha}"
 
 
@@ -48,6 +49,7 @@ def cmd_submit(lorabox: Lorabox, args: argparse.Namespace) -> int:
         name=args.name,
         idempotency_key=args.idempotency_key,
         reuse_dataset=not args.new_dataset,
+        priority=args.priority,
     )
     dataset = job.dataset
     if dataset is not None:
@@ -92,6 +94,24 @@ def cmd_status(lorabox: Lorabox, args: argparse.Namespace) -> int:
 def cmd_cancel(lorabox: Lorabox, args: argparse.Namespace) -> int:
     job = lorabox.job(args.job_id).cancel()
     _say(f"job {job.id}: {job.status} (cancel requested)")
+    return EXIT_OK
+
+
+def cmd_hold(lorabox: Lorabox, args: argparse.Namespace) -> int:
+    job = lorabox.job(args.job_id).hold()
+    _say(f"job {job.id}: held (it waits until `lorabox release {job.id}`)")
+    return EXIT_OK
+
+
+def cmd_release(lorabox: Lorabox, args: argparse.Namespace) -> int:
+    job = lorabox.job(args.job_id).release()
+    _say(f"job {job.id}: released (queue position {job.data.get('queue_position')})")
+    return EXIT_OK
+
+
+def cmd_priority(lorabox: Lorabox, args: argparse.Namespace) -> int:
+    job = lorabox.job(args.job_id).update(priority=args.tier)
+    _say(f"job {job.id}: priority {job.data.get('priority')}")
     return EXIT_OK
 
 
@@ -151,6 +171,9 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
     submit.add_argument("--idempotency-key")
     submit.add_argument(
+        "--priority", choices=PRIORITIES, help="the scheduler's tier (high: admins only)"
+    )
+    submit.add_argument(
         "--new-dataset", action="store_true", help="upload it even if an identical one was"
     )
     submit.set_defaults(client=cmd_submit)
@@ -165,10 +188,16 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
     for name, func, text in (
         ("status", cmd_status, "show a job as JSON"),
         ("cancel", cmd_cancel, "cancel a job"),
+        ("hold", cmd_hold, "keep a queued job waiting until released"),
+        ("release", cmd_release, "let a held job run again"),
     ):
         parser = sub.add_parser(name, help=text)
         parser.add_argument("job_id")
         parser.set_defaults(client=func)
+    priority = sub.add_parser("priority", help="move a queued job to another tier")
+    priority.add_argument("job_id")
+    priority.add_argument("tier", choices=PRIORITIES, help="high is for admins")
+    priority.set_defaults(client=cmd_priority)
     logs = sub.add_parser("logs", help="print a job's log")
     logs.add_argument("job_id")
     logs.add_argument("-f", "--follow", action="store_true")

@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     worker_allowance_sampling_s: float = Field(default=10.0, ge=0)
     worker_allowance_saving_s: float = Field(default=5.0, ge=0)
 
+    # Sharing the GPU (docs/scheduling.md): the claim's order among eligible jobs, how fast an
+    # owner's past usage fades, and preemption by exact resume (off unless set).
+    scheduler: Literal["fair", "fifo"] = "fair"
+    fairshare_half_life_s: float = Field(default=86_400.0, gt=0)
+    preempt_after_s: float | None = Field(default=None, gt=0)
+    preempt_max: int = Field(default=3, ge=0)
+
     def db_limits(self) -> CallLimits:
         return CallLimits(
             call_timeout_s=self.db_call_timeout_s,

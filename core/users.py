@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from core.db.tables import User, utcnow
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound, Problem
+from core.jobs.usage import decayed_usage, window_usage
+from core.settings import Settings
 
 TOKEN_PREFIX = "lbx_"
 
@@ -64,3 +68,57 @@ def authenticate(session: Session, token: str) -> User | None:
     if not token:
         return None
     return session.scalar(sa.select(User).where(User.token_digest == digest(token)))
+
+
+def require_admin(user: User, what: str) -> None:
+    if not user.is_admin:
+        raise Forbidden(f"only admins can {what}")
+
+
+def set_quota(
+    session: Session, *, name: str, gpu_seconds: int | None, window_s: int | None
+) -> User:
+    """An active user's GPU-time budget: at most ``gpu_seconds`` of worker time in any
+    rolling ``window_s`` (docs/scheduling.md, "Quotas"); both None clears it. Over budget,
+    the user's jobs still queue and wait (``blocked_reason: quota``)."""
+    if (gpu_seconds is None) != (window_s is None):
+        missing = "window_s" if window_s is None else "gpu_seconds"
+        problem = Problem((missing,), "a quota needs both gpu_seconds and window_s")
+        raise InvalidInput([problem])
+    user = session.scalar(sa.select(User).where(User.name == name))
+    if user is None:
+        raise NotFound(f"no user {name!r}")
+    user.quota_gpu_seconds, user.quota_window_s = gpu_seconds, window_s
+    return user
+
+
+@dataclass(frozen=True)
+class GpuTime:
+    """A user's worker time as the scheduler sees it (docs/scheduling.md, "Usage", "Quotas")."""
+
+    fair_share_s: float  # decayed: what orders owners under the fair policy
+    quota_gpu_seconds: int | None
+    quota_window_s: int | None
+    window_s_used: float | None  # undecayed seconds inside the quota's window; None: no quota
+
+    @property
+    def over_quota(self) -> bool:
+        used, budget = self.window_s_used, self.quota_gpu_seconds
+        return used is not None and budget is not None and used >= budget
+
+
+def gpu_time(
+    session: Session, settings: Settings, user: User, now: datetime | None = None
+) -> GpuTime:
+    now = now or utcnow()
+    decayed = decayed_usage(session, half_life_s=settings.fairshare_half_life_s, now=now)
+    used = None
+    if user.quota_window_s is not None:
+        window = window_usage(session, user_ids=[user.id], window_s=user.quota_window_s, now=now)
+        used = window.get(user.id, 0.0)
+    return GpuTime(
+        fair_share_s=decayed.get(user.id, 0.0),
+        quota_gpu_seconds=user.quota_gpu_seconds,
+        quota_window_s=user.quota_window_s,
+        window_s_used=used,
+    )

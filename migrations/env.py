@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from core.db.tables import Base
 from core.db.session import Database
+from core.db.tables import Base
 from core.settings import get_settings
 
 config = context.config

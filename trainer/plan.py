@@ -112,7 +112,8 @@ def epochs_for(steps: int, batches: int, accumulation: int) -> int:
 def text_encoder_stop_step(percent: int, total_steps: int) -> int | None:
     """The optimizer step after which the text-encoder LoRA freezes.
 
-    kohya_ss' DreamBooth tab: ceil(total / 100 * pct); -1 means the text encoders
+    kohya_ss v24.1.7 ``kohya_gui/lora_gui.py: train_model``: ceil(total / 100 * pct), with
+    the GUI's ``total`` (``trainer.run.text_encoder_stop``); -1 means the text encoders
     are not trained at all (step 0); 0 means they train to the end (None).
     """
     if percent == 0:

@@ -36,7 +36,15 @@ from trainer.models.loading import SdxlModel, load_sdxl
 from trainer.optim.optimizers import build_optimizer, describe_optimizer
 from trainer.optim.schedulers import build_scheduler
 from trainer.placement import HOST, Offload, to_host
-from trainer.plan import TrainingPlan, reuse_or_plan, text_encoder_stop_step, training_records
+from trainer.plan import (
+    TrainingPlan,
+    gui_images_x_repeats,
+    gui_steps,
+    reuse_or_plan,
+    text_encoder_stop_step,
+    training_records,
+)
+from trainer.scaling import gradient_scaler
 from trainer.session import Session
 from trainer.state.training_state import (
     check_same_run,
@@ -92,14 +100,18 @@ def resolve_precision(requested: str, device: torch.device, reporter: Reporter) 
 def prepare_model(
     model: SdxlModel, config: TrainingConfig, device: torch.device, precision: str
 ) -> None:
-    """Freeze the base, place it, and cast the frozen weights to the training dtype."""
+    """Freeze the base and cast the frozen weights to the training dtype; only the VAE goes
+    to ``device`` here. Latents are cached before the UNet and the encoders join it
+    (:func:`place_for_steps`), as sd-scripts does (``train_network.py:
+    NetworkTrainer.train`` moves only the VAE to the device for ``cache_latents``, then casts
+    the UNet without moving it; ``accelerator.prepare`` places it later): caching then holds
+    the VAE alone (docs/estimates.md, "Phases")."""
     frozen_dtype = PRECISION_DTYPES.get(precision, torch.float32)
     for part in (model.unet, model.text_encoder, model.text_encoder_2, model.vae):
         part.requires_grad_(False)
         part.eval()
-    model.unet.to(device, frozen_dtype)
-    model.text_encoder.to(device, frozen_dtype)
-    model.text_encoder_2.to(device, frozen_dtype)
+    for part in steps_parts(model):
+        part.to(frozen_dtype)
     model.vae.to(device, torch.float32)  # the SDXL VAE overflows in fp16
     if config.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
@@ -113,14 +125,28 @@ def prepare_model(
         model.text_encoder_2.train()
 
 
+def steps_parts(model: SdxlModel) -> tuple[torch.nn.Module, ...]:
+    """The frozen parts that join the device only once latents are cached (or skipped): the
+    UNet and both text encoders. The memory trace reads it too
+    (``trainer.estimate.trace_caching``)."""
+    return (model.unet, model.text_encoder, model.text_encoder_2)
+
+
+def place_for_steps(model: SdxlModel, device: torch.device) -> None:
+    """:func:`steps_parts` on ``device`` in the dtype :func:`prepare_model` gave them."""
+    for part in steps_parts(model):
+        part.to(device)
+
+
 def build_network(model: SdxlModel, job: TrainingJob) -> LoraNetwork:
     """The config's network type on the parts being trained (``trainer.lora.build``)."""
     config = job.config
     unet, encoders = network_parts(model.unet, (model.text_encoder, model.text_encoder_2), config)
     network = build_lora_network(config, unet, encoders, job.network_weights)
-    if config.full_bf16:
+    full = torch.float16 if config.full_fp16 else torch.bfloat16 if config.full_bf16 else None
+    if full is not None:  # sd-scripts: network.to(weight_dtype) with --full_fp16 / --full_bf16
         for parameter in network.parameters():
-            parameter.data = parameter.data.to(torch.bfloat16)
+            parameter.data = parameter.data.to(full)
     return network
 
 
@@ -161,10 +187,24 @@ def cache_image_latents(
     try:
         return cache_latents(
             model.vae, images, config.cache_latents_to_disk, generator, between_batches,
-            batch_size=config.vae_batch_size, flip=config.flip_aug,
+            batch_size=config.vae_batch_size, flip=config.flip_aug, masks=config.masked_loss,
         )  # fmt: skip
     except _CachingCutShort:
         return None
+
+
+def text_encoder_stop(
+    config: TrainingConfig, scan: DatasetScan, reg_scan: DatasetScan | None
+) -> int | None:
+    """``stop_text_encoder_training_pct`` as a step, counted from the GUI's own step estimate:
+    kohya_ss v24.1.7 ``kohya_gui/lora_gui.py: train_model`` computes
+    ``stop_text_encoder_training = ceil(max_train_steps / 100 * pct)`` from the same
+    ``max_train_steps`` it derives ``lr_warmup_steps`` from (``trainer.plan.gui_steps``; with
+    ``max_train_epochs`` the run's total differs, the GUI's number does not)."""
+    if not config.train_text_encoder:
+        return None
+    total = gui_steps(config, gui_images_x_repeats(scan), with_reg=reg_scan is not None)
+    return text_encoder_stop_step(config.stop_text_encoder_training_pct, total)
 
 
 def build_session(
@@ -189,19 +229,21 @@ def build_session(
     if model is None:
         model = load_sdxl(job.base_model, job.base_config, job.vae)
     prepare_model(model, config, device, precision)
-    gate.check()  # a finish still needs the network: the LoRA file is saved from it
-    network = build_network(model, job)
-    if config.fp8_base:  # after the LoRA is injected, so that its own weights stay fp32
-        store_base_in_fp8(model, PRECISION_DTYPES.get(precision, torch.float32))
-    finishing = gate.check()
+    finishing = gate.check()  # a finish skips caching: no step will read a latent
     images = bucket_images(training_records(scan, reg_scan), config)
     latent_generator = torch.Generator().manual_seed(seed)
     cache = None
-    if not finishing:
+    if not finishing:  # with only the VAE on the device (prepare_model)
         cache = cache_image_latents(model, images, config, latent_generator, reporter, gate)
-        finishing = gate.check()
     if Offload.for_config(config).vae:  # the steps read the cached latents instead
         to_host(host, model.vae)
+    place_for_steps(model, device)
+    # Caching draws only from its own generators, so the network's initial weights take
+    # the same global random numbers as when it was built before caching.
+    network = build_network(model, job)  # a finish still needs it: the LoRA file is saved
+    if config.fp8_base:  # after the LoRA is injected, so that its own weights stay fp32
+        store_base_in_fp8(model, PRECISION_DTYPES.get(precision, torch.float32))
+    finishing = gate.check() or finishing
     optimizer, scheduler, names = build_optimization(config, network, plan)
     facts = RunFacts(
         plan, scan, images, job.base_model, job.vae,
@@ -214,15 +256,13 @@ def build_session(
         latents=cache.latents if cache else None, optimizer=optimizer, scheduler=scheduler,
         snr=all_snr(alphas),
         device=device, autocast_dtype=PRECISION_DTYPES.get(precision),
-        scaler=torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
+        scaler=gradient_scaler(device, precision, config.full_fp16),
         seed=seed, output_dir=job.output_dir, metadata=run_metadata(config, facts),
         caption_rng=random.Random(seed), latent_generator=latent_generator, group_names=names,
         augment_rng=augment_rng(seed), flipped_latents=cache.flipped if cache else None,
+        cached_alphas=cache.alphas if cache else None,
         train_text_encoder=config.train_text_encoder,
-        text_encoder_stop_step=(
-            text_encoder_stop_step(config.stop_text_encoder_training_pct, plan.total_steps)
-            if config.train_text_encoder else None
-        ),
+        text_encoder_stop_step=text_encoder_stop(config, scan, reg_scan),
     )  # fmt: skip
     if not finishing:
         cache_text_conditioning(session, reporter, gate, host)

@@ -29,7 +29,7 @@ class Session:
     snr: torch.Tensor  # SNR per training timestep
     device: torch.device
     autocast_dtype: torch.dtype | None  # None: full fp32
-    scaler: torch.amp.GradScaler  # enabled for fp16 only; disabled, each call passes through
+    scaler: torch.amp.GradScaler  # enabled for fp16 and full_fp16 (trainer.scaling)
     seed: int
     output_dir: Path
     metadata: dict[str, str]
@@ -42,3 +42,5 @@ class Session:
     # (context, pooled) per image, in host memory or on disk (trainer.data.text_cache)
     text_cache: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None
     flipped_latents: list[torch.Tensor] | None = None  # flip_aug: cached latents of the mirrors
+    # masked_loss with cached latents: each image's uint8 alpha, kept (trainer.data.masks)
+    cached_alphas: list[torch.Tensor | None] | None = None

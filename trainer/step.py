@@ -234,5 +234,7 @@ def prediction_loss(
         c = huber_c(timesteps, config.huber_schedule, config.huber_c, alphas)
     mask = None
     if config.masked_loss:
-        mask = batch_masks([s.images[i] for i in batch.images], augmentations)
+        kept = s.cached_alphas
+        cached = [kept[i] for i in batch.images] if kept is not None else None
+        mask = batch_masks([s.images[i] for i in batch.images], augmentations, cached)
     return per_sample_loss(prediction, target, config.loss_type, c, mask)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from trainer.job import TrainingJob
+from trainer.report.quiet import KnownNoise, quiet_logging
 
 STOP_NONE, STOP_FINISH, STOP_ABORT, STOP_SUSPEND = 0, 1, 2, 3
 _REQUESTS = {STOP_FINISH: "finish", STOP_ABORT: "abort", STOP_SUSPEND: "suspend"}
@@ -47,8 +48,10 @@ class EventQueue(Protocol):
     def put(self, obj: Any) -> None: ...
 
 
-def redirect_output(log_path: Path) -> None:
-    """Points fds 1 and 2 at the job's log, so C-level output (CUDA, tqdm) lands there too."""
+def redirect_output(log_path: Path) -> KnownNoise:
+    """Points fds 1 and 2 at the job's log, so C-level output (CUDA, tqdm) lands there too;
+    logging and Python warnings go there, timestamped, less the known-harmless library
+    notices (``trainer.report.quiet``), which it counts."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -56,12 +59,7 @@ def redirect_output(log_path: Path) -> None:
     os.close(fd)
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        force=True,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    return quiet_logging(sys.stderr, level=logging.INFO)
 
 
 def exit_with_worker(lifeline: Connection) -> None:
@@ -104,15 +102,19 @@ def train_in_child(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     exit_with_worker(lifeline)
-    redirect_output(launch.log_path)
+    noise = redirect_output(launch.log_path)
     from trainer.errors import TrainerError, TrainingCancelled, TrainingSuspended
     from trainer.hooks import Event, StopRequest
+    from trainer.report.training_log import TrainingLog
     from trainer.run import train
     from worker.tensorboard import TensorBoardReporter
 
     board = TensorBoardReporter(launch.job.output_dir)
+    log = TrainingLog(launch.job, noise)
+    log.begin()
 
     def reporter(event: Event) -> None:
+        log(event)
         board(event)
         events.put(("event", event))
 
@@ -126,17 +128,22 @@ def train_in_child(
         finally:  # the charts are published whatever the outcome, before it is reported
             board.close(reporter)
     except TrainingCancelled:
+        log.ended("cancelled")  # the log is complete before the worker registers it
         events.put(("cancelled", None))
     except TrainingSuspended as suspended:
+        log.ended("suspended", f"state {suspended.state}" if suspended.state else "")
         events.put(("suspended", {"state": suspended.state, "step": suspended.step}))
     except TrainerError as exc:
         events.put(("error", (exc.code, exc.message)))  # first: printing fails on a full disk
         _print_traceback()
+        log.ended("failed", f"{exc.code}: {exc.message}")
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the job row
         events.put(("error", (error_code(exc), f"{type(exc).__name__}: {exc}")))
         _print_traceback()
+        log.ended("failed", f"{error_code(exc)}: {type(exc).__name__}: {exc}")
     else:
         steps, epochs, early = result.steps, result.epochs, result.stopped_early
+        log.finished(steps, epochs, early, result.lora_path)
         events.put(("result", {"steps": steps, "epochs": epochs, "stopped_early": early}))
 
 

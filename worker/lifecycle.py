@@ -16,7 +16,7 @@ from celery import signals
 
 from worker.heartbeat import Heartbeat, start_heartbeat
 from worker.reconciler import Reconciler
-from worker.runner import WorkerContext
+from worker.runner import WorkerContext, join_local_runs, wake_locally
 from worker.supervisor import shutdown_requested
 from worker.trainer_process import stop_server, warm_up
 
@@ -32,7 +32,7 @@ _heartbeat: list[Heartbeat] = []  # the one started at worker_ready
 
 @cache
 def reconciler() -> Reconciler:
-    return Reconciler(context().settings)
+    return Reconciler(context().settings, wake=lambda: wake_locally(context()))
 
 
 @signals.worker_ready.connect
@@ -45,6 +45,7 @@ def _start_reconciler(**_: Any) -> None:
         _heartbeat.append(start_heartbeat(context()))
     except Exception:  # noqa: BLE001 - a worker that can't report still trains
         log.exception("the worker's heartbeat could not start; it will not be counted")
+    context().ready.set()  # the reconciler may wake this worker now (worker/runner.py)
 
 
 @signals.worker_shutting_down.connect
@@ -57,6 +58,8 @@ def _hand_back_on_shutdown(**_: Any) -> None:
 
 @signals.worker_shutdown.connect
 def _stop_trainer_server(**_: Any) -> None:
+    # A job the reconciler's local wake runs is no Celery task: wait for its hand-back too.
+    join_local_runs(context(), context().settings.lease_timeout_s)
     stop_server()  # the running job has been handed back by now
 
 

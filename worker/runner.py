@@ -1,11 +1,13 @@
-"""One job, start to finish: wait out a pause, claim, supervise the trainer, record the end.
+"""Jobs, start to finish: wait out a pause, claim, supervise the trainer, record the end.
 
-The database decides whether a job runs: the claim is a conditional UPDATE (queued ->
-running, attempt + 1), so a redelivered or duplicate message for a job that is running or
-finished does nothing. Before it claims, the worker checks the job's estimated device memory
-against what is free on its device now; a job that doesn't fit waits, and the worker takes
-the next queued job that does (``core/workers/placement.py``). A run that succeeded teaches
-the worker its speed (``core/workers/registry.py: learn_from_run``).
+A message only wakes the worker: the database picks the job (``core/jobs/claim.py``), the
+first eligible one in policy order that fits the device's free memory now, by a conditional
+UPDATE (queued -> running, attempt + 1), so a duplicated or redelivered message starts
+nothing twice, and one that finds nothing to do is simply acked. A worker that ends a job
+claims the next at once, until nothing eligible is left. One job at a time per worker
+process (``WorkerContext.slot``): the Celery task and the reconciler's local wake
+(:func:`wake_locally`, for messages that never came) take turns. A run that succeeded
+teaches the worker its speed (``core/workers/registry.py: learn_from_run``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +28,15 @@ from core.db import Artifact, Database, Dataset, Job
 from core.db.tables import JobStatus, utcnow
 from core.jobs.artifacts import LOG_NAME, forget_lost_artifacts, register_artifact
 from core.jobs.broker import Broker, send_or_defer
+from core.jobs.claim import ClaimingWorker, claim_next, take
 from core.jobs.events import record_event
 from core.jobs.forecast import refresh_after_change
 from core.jobs.queue import is_paused
 from core.jobs.recovery import release
+from core.jobs.schedule import first_fitting
+from core.jobs.usage import close_usage
 from core.settings import Settings, get_settings
-from core.workers import placement, seconds_per_step
+from core.workers import seconds_per_step
 from core.workers.registry import BUSY, IDLE, all_workers, learn_from_run, set_activity
 from trainer.config import stored_config
 from trainer.job import TrainingJob
@@ -58,6 +64,12 @@ class WorkerContext:
     broker: Broker
     device: Device = field(default_factory=Device)
     activity: Activity = field(default_factory=Activity)
+    # Held while this process claims or runs a job: the GPU runs one job at a time.
+    slot: threading.Lock = field(default_factory=threading.Lock)
+    local_runs: list[threading.Thread] = field(default_factory=list)
+    # Set once the trainer server is warm and the heartbeat runs (worker/lifecycle.py): the
+    # reconciler's local wake-ups wait for it, as Celery only delivers after it.
+    ready: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def from_settings(
@@ -71,57 +83,55 @@ class WorkerContext:
         return cls(settings, db, worker_id, Broker(settings), device or Device())
 
 
-def wait_while_paused(ctx: WorkerContext, job_id: str) -> bool:
-    """Holds the message (and so the GPU's place in line) while the queue is paused."""
+def wait_while_paused(ctx: WorkerContext) -> bool:
+    """Holds the wake-up (and so this worker's turn) while the queue is paused; False when
+    the worker is shutting down meanwhile."""
     while True:
         with ctx.db.reading() as session:
-            status = session.scalar(sa.select(Job.status).where(Job.id == job_id))
             paused = is_paused(session)
-        if status != JobStatus.QUEUED:
-            return False
         if not paused:
             return True
-        if shutdown_requested.is_set():  # this message is acked on return: send a new one
-            send_or_defer(ctx.broker, ctx.db, ctx.settings, job_id)
+        if shutdown_requested.is_set():
             return False
         time.sleep(ctx.settings.pause_poll_interval_s)
 
 
+def _claimer(ctx: WorkerContext) -> ClaimingWorker:
+    free = ctx.device.free_memory_bytes()
+    return ClaimingWorker(ctx.worker_id, ctx.device.key, ctx.device.name, free)
+
+
+def _started(session: Any, ctx: WorkerContext, job_id: str, attempt: int) -> None:
+    """In the claim's transaction: the worker is busy, the job's log says who runs it."""
+    set_activity(session, ctx.device.key, state=BUSY, current_job_id=job_id)
+    data = {"worker_id": ctx.worker_id, "attempt": attempt}
+    record_event(session, job_id, "started", data, attempt=attempt)
+    if attempt > 1:  # an earlier attempt's orphaned trainer may have pruned files unrecorded
+        for name in forget_lost_artifacts(session, ctx.settings, job_id):
+            log.warning("job %s: %s was listed but its file is gone; unlisted", job_id, name)
+            lost = {"path": name, "lost": True}
+            record_event(session, job_id, "artifact_removed", lost, attempt=attempt)
+
+
 def claim(ctx: WorkerContext, job_id: str) -> int | None:
-    """queued -> running for this worker; the new attempt number, or None if not ours."""
-    now = utcnow()
+    """``job_id`` queued -> running for this worker, whatever the policy says (tests set up
+    attempts with it); the new attempt number, or None if it was not queued."""
     with ctx.db.writing() as session:
-        result = session.execute(
-            sa.update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-            .values(
-                status=JobStatus.RUNNING,
-                attempt=Job.attempt + 1,
-                worker_id=ctx.worker_id,
-                heartbeat_at=now,
-                started_at=now,
-                progress={"phase": "loading"},
-                blocked_reason=None,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-        set_activity(session, ctx.device.key, state=BUSY, current_job_id=job_id)
-        attempt = int(session.scalar(sa.select(Job.attempt).where(Job.id == job_id)) or 0)
-        record_event(
-            session,
-            job_id,
-            "started",
-            {"worker_id": ctx.worker_id, "attempt": attempt},
-            attempt=attempt,
-        )
-        if attempt > 1:  # an earlier attempt's orphaned trainer may have pruned files unrecorded
-            for name in forget_lost_artifacts(session, ctx.settings, job_id):
-                log.warning("job %s: %s was listed but its file is gone; unlisted", job_id, name)
-                lost = {"path": name, "lost": True}
-                record_event(session, job_id, "artifact_removed", lost, attempt=attempt)
+        attempt = take(session, job_id=job_id, worker=_claimer(ctx))
+        if attempt is not None:
+            _started(session, ctx, job_id, attempt)
         return attempt
+
+
+def claim_fitting(ctx: WorkerContext) -> tuple[str, int] | None:
+    """Claims the first eligible job, in policy order, whose estimate fits the device's free
+    memory now (those ranked ahead that don't fit wait, ``gpu_memory``); returns the job and
+    its attempt, or None when there is nothing to take."""
+    with ctx.db.writing() as session:
+        claimed = claim_next(session, ctx.settings, _claimer(ctx))
+        if claimed is not None:
+            _started(session, ctx, *claimed)
+    return claimed
 
 
 def trainer_launch(ctx: WorkerContext, job_id: str) -> TrainerLaunch:
@@ -185,7 +195,7 @@ def _record_end(ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome)
         with ctx.db.writing() as session:
             status = release(
                 session, ctx.settings, job_id=job_id, attempt=attempt, reason=outcome.release,
-                lost=outcome.release != "shutdown", detail=outcome.message,
+                lost=outcome.lost, detail=outcome.message,
             )  # fmt: skip
         if status == JobStatus.QUEUED:
             send_or_defer(ctx.broker, ctx.db, ctx.settings, job_id)
@@ -205,6 +215,7 @@ def _record_end(ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome)
             )
         except Fenced:
             return
+        close_usage(session, job_id=job_id, attempt=attempt)
         register_artifact(session, ctx.settings, job_id=job_id, name=LOG_NAME, kind="log")
         record_event(
             session,
@@ -219,55 +230,33 @@ def _record_end(ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome)
         )
 
 
-def claim_fitting(ctx: WorkerContext, job_id: str) -> tuple[str, int] | None:
-    """Claims ``job_id`` if its estimate fits the device's free memory now; else leaves it
-    waiting (``gpu_memory``) and claims the first queued job that fits. Returns the job
-    claimed and its attempt, or None (nothing fit, or the job was no longer queued)."""
-    free = ctx.device.free_memory_bytes()
-    with ctx.db.reading() as session:
-        estimate = session.scalar(sa.select(Job.estimate).where(Job.id == job_id))
-    if placement.fits(estimate, free):
-        attempt = claim(ctx, job_id)
-        return (job_id, attempt) if attempt is not None else None
-    assert free is not None  # fits() holds nothing back when the free memory is unknown
-    with ctx.db.writing() as session:
-        blocked = placement.block(
-            session, ctx.settings, job_id=job_id, free_bytes=free, worker=ctx.device.name
-        )
-    if not blocked:  # no longer queued (cancelled, or claimed by another worker)
+def run_job(
+    ctx: WorkerContext, job_id: str | None = None, *, target: Target = train_in_child
+) -> str | None:
+    """A wake-up: runs the job the policy ranks first that fits, then the next, until none
+    is left; returns the last one's final status (None: nothing ran). ``job_id``, which
+    messages of older versions carry, is ignored: they wake the worker like any other."""
+    del job_id
+    if not ctx.slot.acquire(blocking=False):  # this process runs a job already
         return None
-    need = (placement.needed_bytes(estimate) or 0) / 2**30
-    log.info("job %s needs %.2f GiB, %.2f GiB free: it waits", job_id, need, free / 2**30)
-    tried = {job_id}
-    while True:  # each candidate is claimed by the same conditional UPDATE; one may be taken
-        with ctx.db.reading() as session:
-            other = next(placement.fitting_queued(session, free, skip=tried), None)
-        if other is None:
-            return None
-        attempt = claim(ctx, other)
-        if attempt is not None:
-            log.info("job %s claimed ahead of %s (fits the free memory)", other, job_id)
-            return other, attempt
-        tried.add(other)
+    try:
+        status = None
+        while not shutdown_requested.is_set() and wait_while_paused(ctx):
+            claimed_at = time.monotonic()
+            claimed = claim_fitting(ctx)
+            if claimed is None:
+                log.info("wake-up: nothing eligible fits this worker; idle")
+                return status
+            job_id, attempt = claimed
+            status = _run_claimed(ctx, job_id, attempt, claimed_at, target)
+        return status
+    finally:
+        ctx.slot.release()
 
 
-def run_job(ctx: WorkerContext, job_id: str, *, target: Target = train_in_child) -> str | None:
-    """Runs one job if it is still ours to run (or, when it doesn't fit the device's free
-    memory, the next one that does); returns its final status (None: skipped)."""
-    if shutdown_requested.is_set():  # Celery may deliver one more during a warm shutdown
-        send_or_defer(
-            ctx.broker, ctx.db, ctx.settings, job_id
-        )  # this message is acked on return: leave a new one
-        return None
-    if not wait_while_paused(ctx, job_id):
-        log.info("job %s is no longer queued; nothing to do", job_id)
-        return None
-    claimed_at = time.monotonic()
-    claimed = claim_fitting(ctx, job_id)
-    if claimed is None:
-        log.info("job %s was claimed elsewhere, cancelled or waits for memory", job_id)
-        return None
-    job_id, attempt = claimed
+def _run_claimed(
+    ctx: WorkerContext, job_id: str, attempt: int, claimed_at: float, target: Target
+) -> str | None:
     ctx.activity.job_id = job_id
     refresh_after_change(ctx.db, ctx.settings)  # this worker is busy now: the queue moves
     try:
@@ -276,6 +265,41 @@ def run_job(ctx: WorkerContext, job_id: str, *, target: Target = train_in_child)
         ctx.activity.job_id = None
         _mark_idle(ctx)
         refresh_after_change(ctx.db, ctx.settings)
+
+
+def wake_locally(ctx: WorkerContext) -> bool:
+    """The reconciler's wake-up, which needs no broker: when this worker is idle and a job
+    it can run is eligible, a thread of this process claims it (``run_job``), whatever
+    happened to the messages.
+
+    Not for a job queued (or re-queued) less than one reconcile interval ago: its message is
+    on its way, and the worker it wakes, not whichever idle worker's pass comes first, should
+    take it (docs/reliability.md, "Reconciler")."""
+    if not ctx.ready.is_set() or ctx.slot.locked() or shutdown_requested.is_set():
+        return False
+    with ctx.db.reading() as session:
+        job = first_fitting(session, ctx.settings, free_bytes=ctx.device.free_memory_bytes())
+        if job is None:
+            return False
+        queued_since = sa.func.coalesce(Job.heartbeat_at, Job.created_at)
+        since = session.scalar(sa.select(queued_since).where(Job.id == job.id))
+    if since is None:
+        return False
+    if (utcnow() - since).total_seconds() < ctx.settings.reconcile_interval_s:
+        return False  # the next pass wakes it if its message went missing
+    ctx.local_runs[:] = [t for t in ctx.local_runs if t.is_alive()]
+    run = threading.Thread(target=run_job, args=(ctx,), name="lorabox-local-wake", daemon=True)
+    ctx.local_runs.append(run)
+    run.start()
+    log.info("woke this worker for job %s (no message came for it)", job.id)
+    return True
+
+
+def join_local_runs(ctx: WorkerContext, timeout_s: float) -> None:
+    """At shutdown: a job a local wake runs hands itself back like a task's (the supervisor
+    sees the shutdown flag) before the process ends."""
+    for run in list(ctx.local_runs):
+        run.join(timeout_s)
 
 
 def model_s_per_step(ctx: WorkerContext, job_id: str) -> float | None:

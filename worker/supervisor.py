@@ -7,6 +7,10 @@ attempt owns the job (fenced), or when it could not renew its lease for most of 
 timeout (the database is unreachable: a reconciler may hand the job to another worker soon,
 so this one must stop first; its files stay).
 
+A preemption (``preempt_requested``, set by the reconciler: core/jobs/preemption.py) is the
+same suspend for another user's job: the attempt counts it (``preempted``) and hands the job
+back, to resume exactly when the policy ranks it first again.
+
 A cancel is polled by the trainer between steps and setup phases; one stuck in a call that
 can't poll (reading a multi-GB base model) is killed once ``cancel_grace_s`` passed since the
 cancel was seen, and the job still ends ``cancelled``. When a run ends, the temporary files its
@@ -29,6 +33,7 @@ from sqlalchemy.exc import OperationalError
 
 from core.db import Database, Job
 from core.db.tables import JobStatus, utcnow
+from core.jobs.preemption import record_preemption, requested_for
 from core.settings import Settings
 from trainer.hooks import Event
 from trainer.storage import remove_temporaries
@@ -48,12 +53,22 @@ class LeaseLost(Fenced):
     """The heartbeat could not be renewed for most of the lease: stop before someone else runs."""
 
 
+# Runs that end early on purpose and go back to the queue: not counted as lost attempts.
+HANDED_BACK = ("shutdown", "preempted")
+
+
 @dataclass(frozen=True)
 class Outcome:
     status: JobStatus | None  # None: fenced (someone else owns the job now) or released
     error_code: str | None = None
     message: str | None = None
-    release: str | None = None  # why the run goes back to the queue: "trainer_died", "shutdown"
+    # Why the run goes back to the queue: "trainer_died", "shutdown", "preempted".
+    release: str | None = None
+
+    @property
+    def lost(self) -> bool:
+        """A release that counts against LORABOX_MAX_ATTEMPTS (the run died)."""
+        return self.release not in HANDED_BACK
 
 
 _DEAD = ("dead", None)
@@ -79,6 +94,7 @@ class Supervisor:
         # Stop before the lease can expire elsewhere: a reconciler acts at lease_timeout_s.
         self._grace_s = settings.lease_timeout_s * 0.75
         self._shutting_down = False
+        self._preempting = False  # the reconciler asked this attempt to make room
         self._cancel_seen: float | None = None  # when the trainer was first told to abort
         self._killed = False  # ... and was killed for not stopping within cancel_grace_s
         # Set by the lease watchdog when the grace ran out: the trainer is killed and this
@@ -190,9 +206,23 @@ class Supervisor:
         if kind == "cancelled":
             return Outcome(JobStatus.CANCELLED)
         if kind == "suspended":
-            return Outcome(None, release="shutdown")
+            return self._suspended(payload)
         code, text = payload
         return Outcome(JobStatus.FAILED, code, text)
+
+    def _suspended(self, payload: dict[str, Any]) -> Outcome:
+        """The trainer saved its state and ended: a shutdown's hand-back, or a preemption's
+        (counted on the row before the job goes back; docs/scheduling.md, "Preemption")."""
+        if not self._preempting or self._shutting_down:
+            return Outcome(None, release="shutdown")
+        self._flush_within_lease()  # the state's artifact event first: the resume reads it
+        with self.db.writing() as session:
+            mine = record_preemption(
+                session, job_id=self.job_id, attempt=self.attempt, step=payload.get("step")
+            )
+        if not mine:
+            raise Fenced(self.job_id)
+        return Outcome(None, release="preempted")
 
     def _write_pending(self) -> None:
         """In order; an event stays pending while the database is unreachable."""
@@ -271,11 +301,15 @@ class Supervisor:
     def _requested_stop(self) -> int:
         with self.db.reading() as session:
             row = session.execute(
-                sa.select(Job.cancel_requested, Job.stop_requested).where(Job.id == self.job_id)
+                sa.select(Job.cancel_requested, Job.stop_requested, Job.preempt_requested).where(
+                    Job.id == self.job_id
+                )
             ).one()
+            if row.preempt_requested and not self._preempting:
+                self._preempting = requested_for(session, self.job_id, self.attempt)
         if row.cancel_requested:
             return STOP_ABORT
-        if self._shutting_down:
+        if self._shutting_down or self._preempting:
             return STOP_SUSPEND
         return STOP_FINISH if row.stop_requested else STOP_NONE
 

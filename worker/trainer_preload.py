@@ -11,6 +11,7 @@ ends with the worker: it reads EOF on the pipe the worker holds, and the worker 
 from __future__ import annotations
 
 import importlib
+import logging
 import signal
 import sys
 import traceback
@@ -18,6 +19,12 @@ import traceback
 # First: the imports take seconds, and multiprocessing ignores SIGINT only after them.
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+# The ML stack's known-harmless notices (bitsandbytes' kernels-community, transformers without
+# torchvision) would land on the worker's console, `lorabox up`'s: hidden and counted, once.
+from trainer.report.quiet import quiet_logging  # noqa: E402 - torch-free, imports in ms
+
+noise = quiet_logging(sys.stderr, level=logging.WARNING)
 
 # torch, diffusers, transformers, peft, and what a trainer process runs. multiprocessing would
 # swallow an ImportError silently; one is printed (to the worker's log), and the trainers then
@@ -34,3 +41,5 @@ for name in (
     except Exception:  # noqa: BLE001 - a preload only saves time; the trainer reports errors
         print(f"trainer fork server: could not preload {name}:", file=sys.stderr)
         traceback.print_exc()
+if summary := noise.summary():
+    print(f"trainer fork server: {summary}", file=sys.stderr)

@@ -7,8 +7,9 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.routes.deps import SESSION_COOKIE, Ctx, CurrentUser
+from api.schemas.users import GpuTimeRead
 from core.db import User
-from core.users import authenticate
+from core.users import authenticate, gpu_time
 from core.watch.webhooks import SIGNATURE_HEADER, ensure_secret, standard_secret
 
 router = APIRouter(prefix="/v1", tags=["account"])
@@ -32,6 +33,7 @@ class MeRead(BaseModel):
         "standardwebhooks: Webhook(secret).verify(body, headers)): webhook-signature is "
         "v1,<base64 HMAC-SHA256 of 'webhook-id.webhook-timestamp.body'>; see docs/webhooks.md",
     )
+    gpu_time: GpuTimeRead = Field(description="your usage and budget (docs/scheduling.md)")
 
 
 @router.get("/me", response_model=MeRead)
@@ -40,11 +42,13 @@ def me(ctx: Ctx, user: CurrentUser) -> MeRead:
         row = session.get(User, user.id)
         assert row is not None
         secret = ensure_secret(session, row)
+        time = gpu_time(session, ctx.settings, row)
         return MeRead(
             name=row.name,
             is_admin=row.is_admin,
             webhook_secret=secret,
             webhook_standard_secret=standard_secret(secret),
+            gpu_time=GpuTimeRead.of(time),
         )
 
 

@@ -24,4 +24,11 @@ def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers=SECURITY_HEADERS)
 
 
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    """The page names its icon (/static/favicon.svg); this answers the browsers and pages
+    (/docs) that ask for the conventional path anyway, instead of a 404."""
+    return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
+
+
 static_files = StaticFiles(directory=STATIC_DIR)

@@ -12,13 +12,15 @@ from api.schemas.jobs import (
     JobList,
     JobRead,
     JobStatusName,
+    JobUpdate,
     ValidationRead,
 )
-from api.views import artifact_read, fetch_job_read, many_jobs, one_job
+from api.views import artifact_list, fetch_job_read, many_jobs, one_job
 from core.jobs import artifacts as artifact_service
 from core.jobs import service
 from core.jobs.broker import send_or_defer
 from core.jobs.forecast import refresh_after_change
+from core.jobs.priorities import update_job
 from core.jobs.validation import validate_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -102,6 +104,19 @@ async def get_job(job_id: str, ctx: Ctx, user: CurrentUser) -> Response:
     return Response(job.model_dump_json(), media_type="application/json")
 
 
+@router.patch("/{job_id}", response_model=JobRead)
+def update(job_id: str, body: JobUpdate, ctx: Ctx, user: CurrentUser) -> JobRead:
+    """Hold, release or re-prioritise a queued job (409 once it runs). Users: their own jobs,
+    low or normal; admins: any job, any tier. Each change is an event on the job."""
+    with ctx.db.writing() as session:
+        job = service.get_job(session, user=user, job_id=job_id)
+        changed = update_job(session, user=user, job=job, priority=body.priority, held=body.held)
+    if changed:  # the queue's order moved: positions, forecasts, and an idle worker may start
+        refresh_after_change(ctx.db, ctx.settings)
+    with ctx.db.reading() as session:
+        return one_job(session, service.get_job(session, user=user, job_id=job_id))
+
+
 @router.post("/{job_id}/cancel", response_model=JobRead)
 def cancel_job(job_id: str, ctx: Ctx, user: CurrentUser) -> JobRead:
     """Discard: a queued job never starts; a running one stops within a step (`cancelled`)."""
@@ -133,7 +148,7 @@ def delete_job(job_id: str, ctx: Ctx, user: CurrentUser) -> Response:
 def list_artifacts(job_id: str, ctx: Ctx, user: CurrentUser) -> ArtifactList:
     with ctx.db.reading() as session:
         rows = artifact_service.list_artifacts(session, user=user, job_id=job_id)
-        return ArtifactList(items=[artifact_read(a) for a in rows])
+        return artifact_list(session, job_id, rows)
 
 
 @router.get("/{job_id}/artifacts/{name:path}", response_class=FileResponse)

@@ -17,7 +17,8 @@ router = APIRouter(tags=["system"])
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "exposition text"}},
 )
 def metrics(ctx: Ctx) -> Response:
-    """Jobs by status, queue depth, job durations, steps/s of running jobs, bytes uploaded.
+    """Jobs by status, queue depth, job durations, queue waits, steps/s of running jobs,
+    bytes uploaded, each user's GPU seconds.
 
-    Unauthenticated, as Prometheus scrapes are; it shows counts and job ids, no names."""
+    Unauthenticated, as Prometheus scrapes are; it shows counts, job ids and user names."""
     return Response(render(make_registry(ctx.db)), media_type=CONTENT_TYPE_LATEST)

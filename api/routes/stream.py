@@ -37,7 +37,8 @@ async def job_events(
         int | None, Query(ge=0, le=MAX_EVENT_ID, description="same as Last-Event-ID")
     ] = None,
 ) -> EventSourceResponse:
-    """Event types: progress, phase, artifact, sample, finished (the stream then ends).
+    """Event types: progress, phase, artifact, sample, finished (the stream then ends), and
+    queue (the job's place, forecast and `blocked_reason` while it waits, when they change).
 
     Each event's `id` is its place in the job's event log: reconnect with
     `Last-Event-ID: k` (browsers do it themselves) to receive k+1 onward, no gap, no repeat.

@@ -7,30 +7,10 @@ import anyio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.routes.deps import Ctx, CurrentUser
-from api.schemas.common import HealthRead, QueueRead
-from core.jobs import queue
+from api.routes.deps import Ctx
+from api.schemas.common import HealthRead
 
 router = APIRouter(tags=["system"])
-
-
-@router.post("/v1/queue/pause", response_model=QueueRead)
-def pause(ctx: Ctx, user: CurrentUser) -> QueueRead:
-    """Admins: workers finish their current job and start no other until resumed."""
-    with ctx.db.writing() as session:
-        return QueueRead(paused=queue.set_paused(session, user=user, paused=True))
-
-
-@router.post("/v1/queue/resume", response_model=QueueRead)
-def resume(ctx: Ctx, user: CurrentUser) -> QueueRead:
-    with ctx.db.writing() as session:
-        return QueueRead(paused=queue.set_paused(session, user=user, paused=False))
-
-
-@router.get("/v1/queue", response_model=QueueRead)
-def state(ctx: Ctx, _user: CurrentUser) -> QueueRead:
-    with ctx.db.reading() as session:
-        return QueueRead(paused=queue.is_paused(session))
 
 
 # A health check answers within this long whatever the database or broker do (a hanging

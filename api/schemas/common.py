@@ -5,10 +5,6 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
-class QueueRead(BaseModel):
-    paused: bool
-
-
 class HealthRead(BaseModel):
     status: str
     database: str

@@ -3,12 +3,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 # The request body is the core's own submission model: the service takes it as it comes.
 from core.jobs.submission import JobCreate as JobCreate
+from core.jobs.submission import Priority
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+# Why a queued job waits (docs/scheduling.md): held by its owner or an admin, its owner over
+# quota, the queue paused, no worker with the memory free now, or none that could ever hold it.
+BlockedReason = Literal["held", "quota", "paused", "gpu_memory", "no_fitting_worker"]
 
 
 class BucketRead(BaseModel):
@@ -42,10 +47,23 @@ class WorkerFitRead(BaseModel):
 class EstimateRead(BaseModel):
     """What the job needs and how long it takes, estimated at submit (docs/estimates.md)."""
 
-    peak_vram_bytes: int = Field(description="GPU memory at the step's peak, allowances included")
+    peak_vram_bytes: int = Field(
+        description="GPU memory at the run's peak (a step or caching), allowances included"
+    )
     parts: dict[str, int] = Field(
         description="bytes at the peak: weights, lora, gradients, optimizer, activations, "
         "temporaries, and the allowances workspace, allocator, cuda_context"
+    )
+    phase: str | None = Field(
+        default=None,
+        description="the phase that holds the peak: step, caching_latents or caching_text",
+    )
+    phases: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="each phase's parts (no allowances): step, and the caching it does",
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="what may behave otherwise on a GPU (paged state)"
     )
     step_flops: int = Field(description="FLOPs of one optimizer step")
     s_per_step: float | None = Field(description="on the fitting worker that finishes soonest")
@@ -115,14 +133,55 @@ class JobRead(BaseModel):
     progress: ProgressRead
     error: ErrorRead | None
     estimate: EstimateRead | None = Field(description="null for jobs submitted before estimates")
-    blocked_reason: Literal["held", "quota", "paused", "gpu_memory", "no_fitting_worker"] | None = (
-        Field(description="why a queued job waits; null when it is next in line or not queued")
+    blocked_reason: BlockedReason | None = Field(
+        description="why a queued job waits; null when it is next in line or not queued"
+    )
+    priority: Priority = Field(description="the scheduler's tier (docs/scheduling.md)")
+    held: bool = Field(description="held by its owner or an admin: it waits until released")
+    preemptions: int = Field(
+        description="times the scheduler suspended it for another user's job; it resumed exactly"
     )
     estimated_start_at: datetime | None = Field(description="forecast over the counted workers")
     estimated_finish_at: datetime | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+class JobUpdate(BaseModel):
+    """A queued job's place in the scheduler (docs/scheduling.md, "Priorities and holds"):
+    one field or both. Users may hold and release their own jobs and set low or normal; only
+    admins set high or change other users' jobs."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    # Absent means "leave it"; null is not a value (the document says neither is nullable,
+    # and states no default: there is none to send).
+    priority: Priority | SkipJsonSchema[None] = Field(
+        default=None, description="the new tier", json_schema_extra=_no_default
+    )
+    held: bool | SkipJsonSchema[None] = Field(
+        default=None,
+        description="true: hold it (it waits until released); false: release it",
+        json_schema_extra=_no_default,
+    )
+
+    @field_validator("priority", "held", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("null is not a value: leave the field out to keep it")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> JobUpdate:
+        if not self.model_fields_set:
+            raise ValueError("give priority, held or both")
+        return self
 
 
 class JobList(BaseModel):
@@ -137,6 +196,9 @@ class ArtifactRead(BaseModel):
     sha256: str
     epoch: int | None
     step: int | None
+    prompt: str | None = Field(
+        default=None, description="a sample's prompt, as the trainer rendered it; null otherwise"
+    )
 
 
 class ArtifactList(BaseModel):

@@ -41,10 +41,19 @@ class PlannedFile:
 
 
 @dataclass(frozen=True)
+class UploadWarning:
+    """What the upload assumed or skipped, under the part of the upload it is about
+    (``folders``, ``file``, ``captions``): the API's ``{field, message}``."""
+
+    field: str
+    message: str
+
+
+@dataclass(frozen=True)
 class ExtractionPlan:
     files: tuple[PlannedFile, ...]
     total_bytes: int
-    warnings: tuple[str, ...]
+    warnings: tuple[UploadWarning, ...]
 
 
 def _problem(member: str, msg: str) -> Problem:
@@ -92,6 +101,27 @@ def _target_folder(folder: str | None, repeats: int, default_name: str) -> str:
     return f"{repeats}_{folder}"
 
 
+def _assumed_repeats(folder: str | None, target: str, repeats: int) -> UploadWarning | None:
+    """What the upload assumed for a folder without Kohya's ``<repeats>_`` prefix, or None.
+
+    sd-scripts ignores such a folder with a warning ("ignore directory without repeats":
+    ``library/config_util.py: generate_dreambooth_subsets_config_by_subdirs``, which keeps
+    only folders whose name parses as ``<N>_<class tokens>``). lorabox keeps the images with
+    ``repeats`` (the upload's ``repeats`` field, 1 by default), but says so: a user who
+    expected Kohya's behaviour, or forgot the prefix, sees it in the upload and the plan.
+    """
+    if folder == target:
+        return None
+    times = f"{repeats} repeat{'' if repeats == 1 else 's'}"
+    if folder is None:
+        where = f"images at the zip's root have no <repeats>_<name>/ folder ({target}/)"
+    elif parse_folder_name(folder) is None:
+        where = f"{folder}/ has no <repeats>_ prefix"
+    else:
+        where = f"{folder}/ asks for 0 repeats"
+    return UploadWarning("folders", f"{where}: using {times}")
+
+
 def plan_extraction(
     zf: zipfile.ZipFile, limits: Limits, *, repeats: int, default_name: str
 ) -> ExtractionPlan:
@@ -102,7 +132,7 @@ def plan_extraction(
             _problem(infos[limits.max_members].filename, f"more than {limits.max_members} members")
         )
         raise InvalidInput(problems)
-    warnings: list[str] = []
+    warnings: list[UploadWarning] = []
     kept: list[zipfile.ZipInfo] = []
     total = 0
     for info in infos:
@@ -125,7 +155,11 @@ def plan_extraction(
 
 
 def _layout(
-    kept: list[zipfile.ZipInfo], *, repeats: int, default_name: str, warnings: list[str]
+    kept: list[zipfile.ZipInfo],
+    *,
+    repeats: int,
+    default_name: str,
+    warnings: list[UploadWarning],
 ) -> ExtractionPlan:
     names = [i.filename.replace("\\", "/").strip("/") for i in kept]
     drop = _strip_wrapper(names)
@@ -149,7 +183,11 @@ def _layout(
         if kind is None:
             skipped.append(info.filename)
             continue
-        folder = _target_folder(parts[0] if len(parts) == 2 else None, repeats, default_name)
+        source = parts[0] if len(parts) == 2 else None
+        folder = _target_folder(source, repeats, default_name)
+        assumed = _assumed_repeats(source, folder, repeats)
+        if kind == "image" and assumed is not None and assumed not in warnings:
+            warnings.append(assumed)
         target = PurePosixPath(folder, parts[-1])
         if any(len(part.encode()) > NAME_MAX_BYTES for part in target.parts):
             problems.append(_problem(info.filename, f"a name is over {NAME_MAX_BYTES} bytes"))
@@ -166,9 +204,8 @@ def _layout(
         raise InvalidInput(problems)
     if skipped:
         shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        warnings.append(
-            f"{len(skipped)} file(s) that are neither images nor captions skipped: {shown}"
-        )
+        message = f"{len(skipped)} file(s) that are neither images nor captions skipped: {shown}"
+        warnings.append(UploadWarning("file", message))
     total = sum(f.info.file_size for f in files)
     return ExtractionPlan(tuple(files), total, tuple(warnings))
 

@@ -9,6 +9,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -100,7 +101,7 @@ def create_dataset(
             folders=[asdict(f) for f in summary.folders],
             size_bytes=plan.total_bytes,
             sha256=sha256,
-            warnings=list(summary.warnings),
+            warnings=[asdict(w) for w in summary.warnings],
         )
         session.add(dataset)
         session.flush()  # assigns the id
@@ -108,6 +109,17 @@ def create_dataset(
         return dataset
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def as_warning(stored: str | dict[str, Any]) -> dict[str, Any]:
+    """A stored dataset warning as ``{field, message}``; rows from before lorabox named the
+    field hold a bare string."""
+    return {"field": None, "message": stored} if isinstance(stored, str) else stored
+
+
+def folder_warnings(dataset: Dataset) -> list[dict[str, Any]]:
+    """What the upload assumed about its folders (repeats): a job's plan repeats it."""
+    return [w for w in map(as_warning, dataset.warnings or []) if w["field"] == "folders"]
 
 
 def dataset_path(settings: Settings, dataset: Dataset) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.datasets.archive import CAPTION_EXTENSIONS, ExtractionPlan
+from core.datasets.archive import CAPTION_EXTENSIONS, ExtractionPlan, UploadWarning
 from core.errors import InvalidInput, Problem
 from trainer.data.caption_files import caption_file, caption_problem
 from trainer.data.folders import FolderSummary, parse_folder_name
@@ -21,7 +21,7 @@ class DatasetSummary:
     image_count: int
     caption_count: int
     folders: tuple[FolderSummary, ...]
-    warnings: tuple[str, ...]
+    warnings: tuple[UploadWarning, ...]
 
 
 def check_image(path: Path, max_pixels: int) -> str | None:
@@ -104,7 +104,7 @@ def _read_captions(image: Path) -> set[Path]:
 
 
 def _summarise(
-    images: dict[str, list[Path]], captions: set[Path], plan_warnings: tuple[str, ...]
+    images: dict[str, list[Path]], captions: set[Path], plan_warnings: tuple[UploadWarning, ...]
 ) -> DatasetSummary:
     folders = []
     for name in sorted(images):
@@ -115,12 +115,17 @@ def _summarise(
     uncaptioned = [p for p in all_images if not read[p]]
     notes = list(plan_warnings)
     if uncaptioned:
+        example = f"{uncaptioned[0].parent.name}/{uncaptioned[0].name}"
         notes.append(
-            f"{len(uncaptioned)} image(s) have no caption file; the trainer uses the folder's "
-            f"name as their caption (e.g. {uncaptioned[0].parent.name}/{uncaptioned[0].name})"
+            UploadWarning(
+                "captions",
+                f"{len(uncaptioned)} image(s) have no caption file; the trainer uses the "
+                f"folder's name as their caption (e.g. {example})",
+            )
         )
     used = set().union(*read.values())
     orphans = [p for p in captions if p not in used]
     if orphans:
-        notes.append(f"{len(orphans)} caption(s) have no image (e.g. {orphans[0].name})")
+        message = f"{len(orphans)} caption(s) have no image (e.g. {orphans[0].name})"
+        notes.append(UploadWarning("captions", message))
     return DatasetSummary(len(all_images), len(captions), tuple(folders), tuple(notes))

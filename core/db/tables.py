@@ -68,6 +68,10 @@ class User(Base):
     revoked_at: Mapped[datetime | None]
     # Keys the HMAC of this user's webhook bodies; made on first use, shown by GET /v1/me.
     webhook_secret: Mapped[str | None] = mapped_column(sa.String(64))
+    # GPU-time budget (docs/scheduling.md, "Quotas"): at most `quota_gpu_seconds` of worker
+    # time inside any rolling `quota_window_s`; both null means no quota.
+    quota_gpu_seconds: Mapped[int | None] = mapped_column(sa.BigInteger)
+    quota_window_s: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
 class Dataset(Base):
@@ -134,6 +138,31 @@ class Job(Base):
     estimated_start_at: Mapped[datetime | None]
     estimated_finish_at: Mapped[datetime | None]
     measured_s_per_step: Mapped[float | None]
+    # Sharing the GPU (docs/scheduling.md): the policy's tier, an owner's or admin's hold, how
+    # often the scheduler suspended it for another user's job (and whether it asks now), and
+    # its place in the policy's order, stored at each queue change for the status poll.
+    priority: Mapped[str] = mapped_column(sa.String(8), default="normal", server_default="normal")
+    held: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    preemptions: Mapped[int] = mapped_column(default=0, server_default="0")
+    preempt_requested: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    queue_position: Mapped[int | None]
+
+
+class GpuUsage(Base):
+    """One stretch of worker time held by one attempt of a job: opened at the claim, closed
+    when the attempt ends (any outcome, a preemption or a lost lease included). Fair-share
+    usage and quotas are sums over these rows; an open row counts up to now."""
+
+    __tablename__ = "gpu_usage"
+    __table_args__ = (sa.Index("ix_gpu_usage_user_started", "user_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
+    job_id: Mapped[str] = mapped_column(sa.String(32), index=True)
+    attempt: Mapped[int]
+    worker_key: Mapped[str | None] = mapped_column(sa.String(300))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
 
 
 class JobEvent(Base):

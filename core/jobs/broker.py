@@ -1,19 +1,20 @@
-"""The queue's transport: Celery, used here only as a client (send a job id, ping).
+"""The queue's transport: Celery, used here only as a client (send a wake-up, ping).
 
-The worker imports ``celery_config`` so both sides agree on every broker setting.
+A message names no job: it wakes one idle worker, which claims whatever the policy ranks
+first (``core/jobs/claim.py``). So a lost message delays nothing past the reconciler's next
+pass (it starts idle workers itself), and a duplicated or redelivered one starts nothing
+twice (docs/reliability.md, "Claim"). The worker imports ``celery_config`` so both sides
+agree on every broker setting.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
-import sqlalchemy as sa
 from celery import Celery
 
 from core.db import Database
-from core.jobs.queue import mark_unsent
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,14 @@ class Broker:
         self.celery = Celery("lorabox-api", set_as_current=False)
         self.celery.conf.update(celery_config(settings))
 
-    def enqueue(self, job_id: str) -> None:
-        self.celery.send_task(RUN_JOB_TASK, args=[job_id], queue=self._queue)
+    def wake(self) -> None:
+        """One wake-up for one idle worker (no arguments: the database picks the job)."""
+        self.celery.send_task(RUN_JOB_TASK, queue=self._queue)
+
+    def enqueue(self, job_id: str | None = None) -> None:
+        """A wake-up; ``job_id`` is ignored (older callers named the job they queued)."""
+        del job_id
+        self.wake()
 
     def ping(self, timeout_s: float = 2.0) -> None:
         with self.celery.connection_for_write() as conn:
@@ -65,14 +72,20 @@ class Broker:
         self.celery.close()
 
 
-def send_or_defer(broker: Broker, db: Database, settings: Settings, job_id: str) -> bool:
-    """Sends the job's message; when the broker can't take it (down, or hanging past its
-    socket timeouts), the job is left for the reconciler's next pass. The row is the truth."""
+def send_or_defer(
+    broker: Broker,
+    db: Database | None = None,
+    settings: Settings | None = None,
+    job_id: str | None = None,
+) -> bool:
+    """Wakes one idle worker; when the broker can't take the message (down, or hanging past
+    its socket timeouts) nothing is lost: the reconciler's next pass starts idle workers on
+    eligible jobs itself (``worker/reconciler.py``). The arguments after ``broker`` are
+    unused, kept for the callers that still pass the job they queued."""
+    del db, settings
     try:
-        broker.enqueue(job_id)
+        broker.wake()
         return True
-    except Exception as exc:  # noqa: BLE001 - any broker failure: the reconciler re-sends
-        log.warning("could not send job %s to the broker (%s); the reconciler will", job_id, exc)
-    with contextlib.suppress(sa.exc.OperationalError), db.writing() as session:
-        mark_unsent(session, settings, job_id=job_id)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: the reconciler covers it
+        log.warning("could not wake a worker for job %s (%s); the reconciler will", job_id, exc)
     return False

@@ -20,7 +20,7 @@ from core.jobs.disk import saves_planned
 from core.workers import WorkerInfo, job_seconds, seconds_per_step
 from trainer.config import TrainingConfig
 from trainer.estimate.architecture import Architecture
-from trainer.estimate.model import Footprint, estimate_footprint
+from trainer.estimate.model import PARTS, Footprint, estimate_footprint, memory_notes
 from trainer.models.configs import SDXL_BASE_CONFIG
 from trainer.plan import TrainingPlan
 from trainer.sampling.prompts import prompt_lines
@@ -40,13 +40,23 @@ class WorkerFit:
 @dataclass(frozen=True)
 class JobEstimate:
     peak_vram_bytes: int  # the device's share: the traced parts plus the allowances
-    parts: dict[str, int]
+    parts: dict[str, int]  # at the peak of the phase that holds most
+    phase: str  # that phase: "step", "caching_latents" or "caching_text"
+    phases: dict[str, dict[str, int]]  # each phase's six traced parts (no allowances)
+    notes: tuple[str, ...]  # what may behave otherwise on a GPU (paged optimizer state)
     step_flops: int
     s_per_step: float | None  # on the fitting worker that finishes it soonest; None if none
     total_s: float | None
     per_worker: tuple[WorkerFit, ...]
     # What the forecast needs to time the job on a worker that joins later.
     workload: dict[str, int]
+
+    def largest_parts(self, share: float = 0.05) -> str:
+        """The traced parts holding at least ``share`` of the peak, in GiB: why it is that
+        big (the allowances follow from the peak)."""
+        big = [(k, v) for k, v in self.parts.items()
+               if k in PARTS and v >= share * self.peak_vram_bytes]  # fmt: skip
+        return ", ".join(f"{k} {v / GIB:.1f}" for k, v in big) + " GiB"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"per_worker": [asdict(w) for w in self.per_worker]}
@@ -153,6 +163,9 @@ def estimate_job(
     return JobEstimate(
         peak_vram_bytes=step.device_bytes,
         parts=dict(step.parts),
+        phase=step.phase,
+        phases={name: dict(parts) for name, parts in step.phases.items()},
+        notes=tuple(memory_notes(config)),
         step_flops=step.step_flops,
         s_per_step=best.s_per_step if best else None,
         total_s=best.total_s if best else None,

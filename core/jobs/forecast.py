@@ -1,21 +1,27 @@
-"""One forecast of when each queued and running job starts and ends.
+"""One forecast: when each queued and running job starts and ends, and each queued job's place.
 
-The queue is played forward over the counted workers: each worker is free now, or when
-its running job ends; each queued job, in queue order, goes to the worker it fits that
-would finish it soonest, for its estimated time there (``core.jobs.estimate.worker_fit``).
-The result is stored on the rows (``estimated_start_at`` / ``estimated_finish_at``) at
-each submit and cancel and every reconciler pass, so a poll reads it instead of computing
-it. A running job's end comes from its progress: the model's s/step blended with the
-measured one (:func:`blended_s_per_step`), the one ETA the CLI and dashboard show.
+The scheduling policy (``core/jobs/schedule.py``) is played forward over the counted workers
+as their claims would play it: the worker free soonest (now, or when its running job ends)
+takes the eligible job the policy ranks first among those it holds, for its estimated time
+there (``core.jobs.estimate.worker_fit``), and the owner's usage grows by that run, decayed
+as ``core/jobs/usage.py`` decays it, so the owner's next job ranks as it will then. The
+order of starts is the queue position. It is all stored on the rows (``queue_position``,
+``estimated_start_at`` / ``estimated_finish_at``, ``blocked_reason``) at each queue change
+(``refresh_after_change``: submit, claim, end, cancel, hold, priority) and every reconciler
+pass, so a poll reads it instead of computing it (docs/scheduling.md, "Positions and
+forecasts"). A running job's end comes from its progress: the model's s/step blended with
+the measured one (:func:`blended_s_per_step`), the one ETA the CLI and dashboard show.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,10 +30,21 @@ from sqlalchemy.orm import Session
 from core.db import Database
 from core.db.tables import Job, JobStatus, utcnow
 from core.errors import Unavailable
+from core.jobs.claim import queue_lock
 from core.jobs.estimate import worker_fit
-from core.jobs.queue import is_paused
+from core.jobs.schedule import (
+    PAUSED,
+    Scheduler,
+    Standing,
+    blocked_reason,
+    order_key,
+    read_standing,
+    tier,
+)
+from core.jobs.usage import decayed_seconds
 from core.settings import Settings
 from core.workers import WorkerInfo, counted_workers
+from core.workers.placement import GPU_MEMORY
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +52,7 @@ log = logging.getLogger(__name__)
 # run include warm-up (cuDNN autotuning, the allocator growing), so the model leads for
 # about this many steps and the measurement after.
 PRIOR_STEPS = 20
-# Reasons the forecast owns; a claim's "gpu_memory" (and issue 16's held/quota) are others'.
-FORECAST_REASONS = ("paused", "no_fitting_worker")
+NO_FITTING_WORKER = "no_fitting_worker"
 
 
 def blended_s_per_step(model: float | None, measured: float | None, steps_done: int) -> float:
@@ -60,6 +76,16 @@ class Forecast:
     start: datetime | None
     finish: datetime | None
     blocked_reason: str | None = None
+    position: int | None = None  # 1-based place in the start order; queued jobs only
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The policy the queue is played with (``core/jobs/schedule.py``) and its inputs now."""
+
+    scheduler: Scheduler
+    half_life_s: float
+    standing: Standing
 
 
 def _running_end(job: Any, now: datetime) -> datetime | None:
@@ -72,6 +98,79 @@ def _running_end(job: Any, now: datetime) -> datetime | None:
     return None
 
 
+class _Shares:
+    """Each owner's decayed usage as the played clock moves forward: what was used by ``now``
+    fades by ``2 ** (-dt / half_life)`` and each run played adds its seconds, weighed as
+    ``core/jobs/usage.py: decayed_seconds`` weighs them, so the ranking at a played time is
+    the one a claim would make then."""
+
+    def __init__(self, policy: Policy | None, now: datetime) -> None:
+        self.counted = policy is not None
+        self.half_life_s = policy.half_life_s if policy else 1.0
+        self.usage = dict(policy.standing.usage) if policy else {}
+        self.clock = now
+        self.runs: list[tuple[int, datetime, datetime | None]] = []  # (owner, start, end)
+
+    def add(self, job: Any, start: datetime, end: datetime | None) -> None:
+        if self.counted:
+            self.runs.append((job.owner_id, start, end))
+
+    def at(self, t: datetime) -> dict[int, float]:
+        if t > self.clock:
+            factor = 2 ** (-(t - self.clock).total_seconds() / self.half_life_s)
+            self.usage = {owner: used * factor for owner, used in self.usage.items()}
+            for owner, start, end in self.runs:
+                a, b = max(start, self.clock), min(end or t, t)
+                if b > a:
+                    added = decayed_seconds(a, b, t, self.half_life_s)
+                    self.usage[owner] = self.usage.get(owner, 0.0) + added
+            self.runs = [run for run in self.runs if run[2] is None or run[2] > t]
+            self.clock = t
+        return self.usage
+
+
+class _Line:
+    """The jobs still to place. A user's jobs of one tier keep their order, so the policy's
+    order is a merge of per-(tier, owner) lines by each head's key: no re-sort per pick."""
+
+    def __init__(self, policy: Policy | None) -> None:
+        self.policy = policy
+        self.groups: dict[tuple[int, int], deque[Any]] = {}
+
+    def add(self, job: Any) -> None:
+        key = (tier(job.priority), job.owner_id) if self.policy else (0, 0)
+        self.groups.setdefault(key, deque()).append(job)
+
+    def __bool__(self) -> bool:
+        return any(self.groups.values())
+
+    def walk(self, usage: dict[int, float]) -> Iterator[Any]:
+        policy = self.policy
+        if policy is None:
+            return iter(self.groups.get((0, 0), ()))
+        return heapq.merge(
+            *self.groups.values(), key=lambda j: order_key(j, usage, policy.scheduler)
+        )
+
+    def remove(self, job: Any) -> None:
+        key = (tier(job.priority), job.owner_id) if self.policy else (0, 0)
+        self.groups[key].remove(job)
+
+
+def _fit(lane: _Lane, job: Any, headroom_bytes: int) -> tuple[bool, float | None]:
+    """Whether the lane's worker holds the job, and its seconds there (None: no estimate)."""
+    estimate = job.estimate
+    if not estimate or "workload" not in estimate:  # submitted before estimates
+        return True, None
+    work = estimate["workload"]
+    fit = worker_fit(
+        lane.worker, estimate["peak_vram_bytes"], estimate["step_flops"],
+        work["steps"], work["samples"], work["saves"], headroom_bytes=headroom_bytes,
+        cached_images=work.get("cached_images", 0),
+    )  # fmt: skip
+    return fit.fits, fit.total_s
+
+
 def play_queue(
     queued: Sequence[Any],
     running: Sequence[Any],
@@ -80,53 +179,77 @@ def play_queue(
     now: datetime,
     headroom_bytes: int,
     paused: bool,
+    policy: Policy | None = None,
 ) -> dict[str, Forecast]:
-    """The forecast of each job (rows with ``id``, ``estimate``, ``progress``, ``started_at``),
-    ``queued`` in queue order."""
+    """The forecast of each job (rows with ``id``, ``estimate``, ``progress``, ``started_at``;
+    with a ``policy`` also ``owner_id``, ``priority``, ``created_at``, ``held``). Without a
+    policy ``queued`` is played in the order given.
+
+    The worker free soonest takes the first job in policy order that it holds, as its claim
+    would; a worker that holds none of the jobs left idles from then on."""
     out: dict[str, Forecast] = {}
     ends = {job.id: _running_end(job, now) for job in running}
     for job in running:
         out[job.id] = Forecast(job.started_at, ends[job.id])
     lanes = [_Lane(w, ends.get(w.current_job_id) if w.current_job_id else now) for w in workers]
+    shares = _Shares(policy, now)
+    for job in running:
+        shares.add(job, now, ends[job.id])
+    line = _Line(policy)
+    standing = replace(policy.standing, paused=False) if policy else None
     for job in queued:
-        out[job.id] = _place(job, lanes, now, headroom_bytes, paused)
+        reason = blocked_reason(job, standing) if standing else None
+        held_nowhere = lanes and not any(_fit(lane, job, headroom_bytes)[0] for lane in lanes)
+        if reason is None and held_nowhere:
+            reason = NO_FITTING_WORKER
+        if reason is not None:
+            out[job.id] = Forecast(None, None, reason)
+        else:
+            line.add(job)
+    _play(line, lanes, shares, out, now=now, headroom_bytes=headroom_bytes)
+    if paused:  # the order stands, the times don't: nothing starts until an admin resumes
+        out |= {job.id: Forecast(None, None, PAUSED, out[job.id].position) for job in queued
+                if out[job.id].blocked_reason in (None, NO_FITTING_WORKER)}  # fmt: skip
     return out
 
 
-def _place(
-    job: Any, lanes: list[_Lane], now: datetime, headroom_bytes: int, paused: bool
-) -> Forecast:
-    if paused:
-        return Forecast(None, None, "paused")
-    estimate = job.estimate
-    if not lanes:
-        return Forecast(None, None)
-    if not estimate or "workload" not in estimate:  # submitted before estimates
-        return Forecast(None, None)
-    work = estimate["workload"]
-    best: tuple[datetime, datetime, _Lane] | None = None
-    fitting = 0
-    for lane in lanes:
-        fit = worker_fit(
-            lane.worker, estimate["peak_vram_bytes"], estimate["step_flops"],
-            work["steps"], work["samples"], work["saves"], headroom_bytes=headroom_bytes,
-            cached_images=work.get("cached_images", 0),
-        )  # fmt: skip
-        if not fit.fits:
+def _play(
+    line: _Line,
+    lanes: list[_Lane],
+    shares: _Shares,
+    out: dict[str, Forecast],
+    *,
+    now: datetime,
+    headroom_bytes: int,
+) -> None:
+    live = list(lanes)  # workers that may still take a job
+    position = 0
+    while line:
+        lane = min((x for x in live if x.free_at is not None), key=_free_at, default=None)
+        at = max(lane.free_at or now, now) if lane else now
+        order = line.walk(shares.at(at))
+        job = next((j for j in order if lane is None or _fit(lane, j, headroom_bytes)[0]), None)
+        if job is None:  # nothing left that this worker holds: it idles from here on
+            live.remove(lane)  # type: ignore[arg-type]
             continue
-        fitting += 1
-        if lane.free_at is None:
+        line.remove(job)
+        position += 1
+        seconds = _fit(lane, job, headroom_bytes)[1] if lane else None
+        if lane is None or seconds is None:  # no worker free at a known time, or no estimate
+            out[job.id] = Forecast(None, None, None, position)
+            if lane is not None:
+                lane.free_at = None
+                shares.add(job, at, None)
             continue
-        start = max(lane.free_at, now)
-        finish = start + timedelta(seconds=fit.total_s)
-        if best is None or finish < best[1]:
-            best = (start, finish, lane)
-    if not fitting:
-        return Forecast(None, None, "no_fitting_worker")
-    if best is None:
-        return Forecast(None, None)
-    best[2].free_at = best[1]
-    return Forecast(best[0], best[1])
+        finish = at + timedelta(seconds=seconds)
+        lane.free_at = finish
+        shares.add(job, at, finish)
+        out[job.id] = Forecast(at, finish, None, position)
+
+
+def _free_at(lane: _Lane) -> datetime:
+    assert lane.free_at is not None
+    return lane.free_at
 
 
 # A forecast that moved less than this is not rewritten: the next-in-line job's start is
@@ -141,52 +264,76 @@ def _moved(stored: datetime | None, new: datetime | None) -> bool:
     return abs(stored - new) > TOLERANCE
 
 
-_COLUMNS = (Job.id, Job.status, Job.estimate, Job.progress, Job.started_at, Job.blocked_reason,
-            Job.estimated_start_at, Job.estimated_finish_at)  # fmt: skip
+_COLUMNS = (Job.id, Job.status, Job.owner_id, Job.priority, Job.created_at, Job.held,
+            Job.estimate, Job.progress, Job.started_at, Job.blocked_reason,
+            Job.estimated_start_at, Job.estimated_finish_at, Job.queue_position)  # fmt: skip
+_JOBS = cast(sa.Table, Job.__table__)
+# One statement for every row that changed (executemany), each fenced by the status it was
+# read with; rows in id order, so two refreshes on Postgres lock them in the same order.
+_STORE = (
+    sa.update(_JOBS)
+    .where(_JOBS.c.id == sa.bindparam("b_id"), _JOBS.c.status == sa.bindparam("b_status"))
+    .values(
+        estimated_start_at=sa.bindparam("b_start"),
+        estimated_finish_at=sa.bindparam("b_finish"),
+        blocked_reason=sa.bindparam("b_reason"),
+        queue_position=sa.bindparam("b_position"),
+    )
+)
+
+
+def _stored(row: Any, f: Forecast) -> dict[str, Any] | None:
+    """What the row should hold, or None when it holds it already."""
+    start, finish = row.estimated_start_at, row.estimated_finish_at
+    if _moved(start, f.start) or _moved(finish, f.finish):
+        start, finish = f.start, f.finish
+    reason, position = row.blocked_reason, None
+    if row.status == JobStatus.QUEUED:
+        # A claim's "gpu_memory" stands until a claim takes the job or the job's own reason
+        # (held, quota, paused, no fitting worker) overrides it.
+        kept = GPU_MEMORY if row.blocked_reason == GPU_MEMORY else None
+        reason, position = f.blocked_reason or kept, f.position
+    new = (start, finish, reason, position)
+    old = (row.estimated_start_at, row.estimated_finish_at, row.blocked_reason, row.queue_position)
+    if new == old:
+        return None
+    return {"b_id": row.id, "b_status": row.status, "b_start": start, "b_finish": finish,
+            "b_reason": reason, "b_position": position}  # fmt: skip
 
 
 def refresh_forecast(session: Session, settings: Settings, now: datetime | None = None) -> int:
-    """Recompute the forecast and store what changed; returns the rows updated."""
+    """Replay the policy and store what changed; returns the rows updated."""
     now = now or utcnow()
+    queue_lock(session)  # a claim meanwhile would find the rows locked (core/jobs/claim.py)
     rows = session.execute(
         sa.select(*_COLUMNS)
         .where(Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
-        .order_by(Job.created_at, Job.id)  # queue order (issue 16 makes it the policy's)
+        .order_by(Job.created_at, Job.id)
     ).all()
     queued = [r for r in rows if r.status == JobStatus.QUEUED]
     running = [r for r in rows if r.status == JobStatus.RUNNING]
+    standing = read_standing(session, settings, now)
+    policy = Policy(settings.scheduler, settings.fairshare_half_life_s, standing)
     forecasts = play_queue(
         queued,
         running,
         counted_workers(session, settings),
         now=now,
         headroom_bytes=settings.vram_headroom_bytes,
-        paused=is_paused(session),
+        paused=standing.paused,
+        policy=policy,
     )
-    updated = 0
-    for row in rows:
-        f = forecasts[row.id]
-        values: dict[str, Any] = {}
-        if _moved(row.estimated_start_at, f.start) or _moved(row.estimated_finish_at, f.finish):
-            values |= {"estimated_start_at": f.start, "estimated_finish_at": f.finish}
-        reason = row.blocked_reason
-        ours = reason is None or reason in FORECAST_REASONS
-        if row.status == JobStatus.QUEUED and ours and reason != f.blocked_reason:
-            values["blocked_reason"] = f.blocked_reason
-        if values:
-            session.execute(
-                sa.update(Job)
-                .where(Job.id == row.id, Job.status == row.status)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            updated += 1
-    return updated
+    changes = [c for row in rows if (c := _stored(row, forecasts[row.id])) is not None]
+    if changes:
+        changes.sort(key=lambda c: c["b_id"])
+        session.execute(_STORE.execution_options(synchronize_session=False), changes)
+    return len(changes)
 
 
 def refresh_after_change(db: Database, settings: Settings) -> None:
-    """After a submit or cancel, in a transaction of its own: the change is committed
-    already, and if this fails the reconciler's next pass refreshes the forecast."""
+    """After any queue change (submit, claim, end, cancel, hold, priority), in a transaction
+    of its own: the change is committed already, and if this fails the reconciler's next
+    pass refreshes the forecast."""
     try:
         with db.writing() as session:
             refresh_forecast(session, settings)

@@ -1,8 +1,11 @@
-"""Crash recovery: expired leases, runs handed back, and queued jobs whose message vanished.
+"""Crash recovery: expired leases and runs handed back.
 
 The job row decides. Every transition here is a conditional UPDATE on (status, attempt), so
-any number of reconcilers (one per worker, the API too) never act twice on the same lease,
-and a stale worker, fenced by its attempt number, can never overwrite what they did.
+any number of reconcilers (one per worker) never act twice on the same lease, and a stale
+worker, fenced by its attempt number, can never overwrite what they did. Each end of an
+attempt closes its usage row in the same transaction (``core/jobs/usage.py``). Lost
+messages need no recovery here: messages only wake workers, and the reconciler starts idle
+workers itself (``worker/reconciler.py``).
 """
 
 from __future__ import annotations
@@ -16,13 +19,12 @@ from sqlalchemy.orm import Session
 from core.db import Database, Job, JobEvent
 from core.db.tables import JobStatus, utcnow
 from core.jobs.events import record_event
-from core.jobs.queue import is_paused
+from core.jobs.usage import close_usage
 from core.settings import Settings
 
 WORKER_LOST = "worker_lost"
 LOST_EVENT = "worker_lost"  # one per run that died or lost its lease: the attempts cap counts them
 HANDED_BACK_EVENT = "handed_back"  # a graceful stop: not counted against the cap
-RESENT_EVENT = "requeued"
 
 
 def lost_runs(session: Session, job_id: str) -> int:
@@ -54,7 +56,7 @@ def _end_values(session: Session, settings: Settings, job_id: str, lost: bool) -
                 f"(LORABOX_MAX_ATTEMPTS={settings.max_attempts}); see its log"
             ),
         }
-    # heartbeat_at of a queued job: when its message was (re)sent (see resend_unclaimed).
+    # Back in line with its submission time kept: the policy ranks it where it was.
     return {"status": JobStatus.QUEUED, "worker_id": None, "heartbeat_at": now,
             "progress": {"phase": "queued"}}  # fmt: skip
 
@@ -89,6 +91,7 @@ def release(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
+    close_usage(session, job_id=job_id, attempt=attempt, now=values.get("finished_at"))
     status = JobStatus(values["status"])
     data = {"reason": reason, "status": status.value, "detail": detail}
     record_event(session, job_id, LOST_EVENT if lost else HANDED_BACK_EVENT, data, attempt=attempt)
@@ -129,36 +132,6 @@ def reclaim_expired(db: Database, settings: Settings) -> list[str]:
     return requeued
 
 
-def resend_unclaimed(db: Database, settings: Settings) -> list[str]:
-    """Queued jobs nobody claimed for ``requeue_after_s``: their message may be gone (a broker
-    restart without persistence, a SIGKILLed worker on the embedded broker). A second message
-    is harmless, the claim is idempotent; stamping heartbeat_at keeps it to one per period."""
-    now = utcnow()
-    cutoff = now - timedelta(seconds=settings.requeue_after_s)
-    last_sent = sa.func.coalesce(Job.heartbeat_at, Job.created_at)
-    with db.writing() as session:
-        if is_paused(session):  # workers hold their messages while paused: nothing is lost
-            return []
-        rows = session.execute(
-            sa.select(Job.id, Job.attempt)
-            .where(Job.status == JobStatus.QUEUED, last_sent < cutoff)
-            .order_by(Job.created_at, Job.id)
-        ).all()
-        resent = []
-        for job_id, attempt in rows:
-            result = session.execute(
-                sa.update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.QUEUED, last_sent < cutoff)
-                .values(heartbeat_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                data = {"reason": "unclaimed"}
-                record_event(session, job_id, RESENT_EVENT, data, attempt=attempt)
-                resent.append(job_id)
-    return resent
-
-
 def reconcile(db: Database, settings: Settings) -> list[str]:
-    """One pass; returns the job ids that need a message (send them after this commits)."""
-    return reclaim_expired(db, settings) + resend_unclaimed(db, settings)
+    """One pass; returns the job ids put back in the queue (wake workers after this commits)."""
+    return reclaim_expired(db, settings)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.db.tables import Artifact, Job, JobEvent, JobMetric, JobStatus, User, utcnow
+from core.db.tables import Artifact, Job, JobEvent, JobMetric, JobStatus, User, new_id, utcnow
 from core.errors import (
     Conflict,
     InsufficientStorage,
@@ -24,6 +24,8 @@ from core.errors import (
 )
 from core.jobs.disk import estimate_job_bytes, free_bytes
 from core.jobs.events import record_event
+from core.jobs.naming import job_output_name
+from core.jobs.priorities import check_priority
 from core.jobs.submission import JobCreate
 from core.jobs.validation import ValidatedJob, validate_job
 from core.settings import Settings
@@ -72,16 +74,22 @@ def submit_job(
         previous = _existing(session, user, idempotency_key, digest)
         if previous is not None:
             return previous, False
+    check_priority(user, request.priority)
     valid = validate_job(session, settings, user=user, request=request)
     _check_caps(session, settings, user, valid)
+    job_id = new_id()
+    config = valid.config
+    if stem := job_output_name(request.params, job_name=request.name, job_id=job_id):
+        config = config.model_copy(update={"output_name": stem})
     job = Job(
+        id=job_id,
         owner_id=user.id,
         name=request.name,
         base_model=request.base_model,
         dataset_id=request.dataset_id,
         reg_dataset_id=request.reg_dataset_id,
         params=valid.normalized,
-        config=valid.config.model_dump(mode="json"),
+        config=config.model_dump(mode="json"),
         resolved=valid.resolved,
         plan=valid.plan,
         estimate=valid.estimate,
@@ -90,6 +98,7 @@ def submit_job(
         request_hash=digest,
         notify_url=request.notify_url,
         notify_status="pending" if request.notify_url else None,
+        priority=request.priority,
     )
     try:
         with session.begin_nested():  # a concurrent submit with the same key loses cleanly

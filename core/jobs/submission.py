@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# The scheduler's tiers, highest first (docs/scheduling.md, "Priorities and holds").
+Priority = Literal["high", "normal", "low"]
 
 
 class JobCreate(BaseModel):
@@ -31,10 +34,18 @@ class JobCreate(BaseModel):
         "only hosts on the server's LORABOX_WEBHOOK_ALLOWED_HOSTS",
     )
 
+    priority: Priority = Field(
+        default="normal",
+        description="the scheduler's tier (docs/scheduling.md, Priorities and holds): "
+        "anyone may ask for low; only admins for high",
+    )
+
     def digest(self) -> str:
         """SHA-256 of the canonical body: an Idempotency-Key replay must carry the same one."""
         fields = self.model_dump()
         if fields["notify_url"] is None:  # digests of bodies from before webhooks stay the same
             del fields["notify_url"]
+        if fields["priority"] == "normal":  # ... and of bodies from before priorities
+            del fields["priority"]
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()

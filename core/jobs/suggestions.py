@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer.config import PayloadError, TrainingConfig, parse_payload
+from trainer.estimate.networks import MEMORY_HEAVY
 
 EIGHT_BIT = frozenset({"AdamW8bit", "Lion8bit", "PagedAdamW8bit", "PagedLion8bit"})
 GIB = 2**30
@@ -36,7 +37,8 @@ def _json(value: object) -> str:
 
 
 def _candidates(config: TrainingConfig, raw: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
-    """Each saver as a list of alternatives, mildest first (the first that fits is named)."""
+    """Each saver as a list of alternatives, mildest first (the first that fits is named);
+    for a memory-heavy network type a lighter one last (docs/parameters.md, LoRA_type)."""
     if not config.gradient_checkpointing:
         yield [{"gradient_checkpointing": True}]
     if config.train_batch_size > 1:
@@ -54,6 +56,8 @@ def _candidates(config: TrainingConfig, raw: dict[str, Any]) -> Iterator[list[di
     rank, ratio = config.network_dim, config.network_alpha / config.network_dim
     ranks = [rank // 2**k for k in range(1, 8) if rank // 2**k >= 4]
     yield [{"network_dim": r, "network_alpha": round(r * ratio, 4)} for r in ranks]
+    if config.lora_type in MEMORY_HEAVY:  # a full copy of every weight, or twice LoRA's
+        yield [{"LoRA_type": "LyCORIS/LoCon"}, {"LoRA_type": "Standard"}]
 
 
 def _smaller_batch(config: TrainingConfig, size: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from core.catalog import ModelInfo, find_model
-from core.datasets.service import dataset_path, get_dataset
+from core.datasets.service import dataset_path, folder_warnings, get_dataset
 from core.db.tables import Artifact, Dataset, Job, User
 from core.errors import InvalidInput, NotFound, Problem
 from core.jobs.estimate import JobShape, architecture_of, estimate_job, footprint
@@ -173,6 +173,9 @@ def validate_job(
         raise InvalidInput([Problem(_p("dataset_id"), exc.message)]) from exc
     warnings = check.warnings + [{"field": w.field, "message": w.message} for w in parsed.warnings]
     warnings += [{"field": n.field, "message": n.message} for n in plan.warnings]
+    warnings += folder_warnings(dataset)  # what its upload assumed about repeats
+    if reg is not None:
+        warnings += [w | {"message": f"reg dataset: {w['message']}"} for w in folder_warnings(reg)]
     image_count = dataset.image_count + (reg.image_count if reg is not None else 0)
     estimate = None
     try:
@@ -215,6 +218,9 @@ def _estimate(
     workers = counted_workers(session, settings)
     estimate = estimate_job(config, shape, workers, headroom_bytes=settings.vram_headroom_bytes)
     need = f"{estimate.peak_vram_bytes / GIB:.1f} GiB"
+    if estimate.phase != "step":  # caching holds more than a step (docs/estimates.md)
+        need += f" (while {estimate.phase.replace('_', ' ')})"
+    warnings += [{"field": "optimizer", "message": note} for note in estimate.notes]
     if not workers:
         warnings.append(
             {"field": None, "message": f"no worker is running: the job needs about {need} of "
@@ -227,7 +233,8 @@ def _estimate(
             config, raw, lambda changed: footprint(changed, shape).device_bytes, capacity
         )
         message = (
-            f"the job needs about {need} of GPU memory; the largest worker has "
+            f"the job needs about {need} of GPU memory ({estimate.largest_parts()}); the "
+            "largest worker has "
             f"{largest / GIB:.1f} GiB and {settings.vram_headroom_bytes / GIB:.1f} GiB is kept "
             "spare. "
         )

@@ -16,6 +16,7 @@ def loss_png(points: Sequence[Point], *, title: str, width_px: int = 900) -> byt
     # thread pool.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     dpi = 100
     figure = Figure(figsize=(width_px / dpi, width_px * 0.45 / dpi), dpi=dpi)
@@ -27,6 +28,8 @@ def loss_png(points: Sequence[Point], *, title: str, width_px: int = 900) -> byt
         steps, [p.avg_loss for p in points], color=SMOOTH, linewidth=1.8, label="moving average"
     )
     loss_axis.set_xlabel("step")
+    # Steps are whole numbers: no 1.5 on a short run's axis.
+    loss_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss_axis.set_ylabel("loss")
     loss_axis.set_title(title)
     loss_axis.grid(alpha=0.3)

@@ -43,6 +43,8 @@ def browser(tmp_path: Path):
     for flag in CHROME_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
+    # The console's messages (a failed load is a SEVERE entry): driver.get_log("browser").
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     options.add_experimental_option(

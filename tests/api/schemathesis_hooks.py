@@ -17,8 +17,9 @@ known ids), and the rest of each request stays generated; negative cases stay as
   datasets (an upload's id passed on by a link), else the caller's newest one, asked of the
   server at that moment (a run deletes datasets too); ``base_model``: the catalog's model;
   ``params``: a payload that validates; ``notify_url``: none (webhooks are off here);
-- a job listing's ``cursor`` (an opaque token the server issued): one the server gives now,
-  or none when the caller has a single page.
+  ``priority``: not ``high``, which only admins may set (core/jobs/priorities.py);
+- a job listing's or the queue's ``cursor`` (an opaque token the server issued): one the
+  server gives now, or none when the caller has a single page.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from hypothesis import strategies as st
 from tests.conftest import png_bytes, small_payload, zip_bytes
 
 SUBMISSIONS = ("POST /v1/jobs", "POST /v1/jobs/validate")
-LISTING = "GET /v1/jobs"
+LISTINGS = ("GET /v1/jobs", "GET /v1/queue")
 
 
 def _dataset_zip(folder: str, repeats: int | None, captioned: bool) -> bytes:
@@ -84,7 +85,8 @@ def _datasets_of(case: Any, token: str) -> list[str]:
 
 def _issued_cursor(case: Any, token: str) -> str | None:
     with _client(case, token) as client:
-        cursor: str | None = client.get("/v1/jobs", params={"limit": 1}).json()["next_cursor"]
+        page = client.get(case.operation.path, params={"limit": 1}).json()
+    cursor: str | None = page["next_cursor"]
     return cursor
 
 
@@ -96,6 +98,8 @@ def _steer_submission(case: Any, body: dict[str, Any], token: str) -> None:
     if body.get("reg_dataset_id") not in (None, *live):
         body["reg_dataset_id"] = live[0]
     body.update(base_model="base", params=small_payload(), notify_url=None)
+    if body.get("priority") == "high":
+        body["priority"] = "normal"
 
 
 def _steer_listing(case: Any, query: dict[str, Any], token: str) -> None:
@@ -114,5 +118,5 @@ def before_call(context: Any, case: Any, **kwargs: Any) -> None:
     label = case.operation.label
     if label in SUBMISSIONS and isinstance(case.body, dict):
         _steer_submission(case, case.body, token)
-    elif label == LISTING and case.query and "cursor" in case.query:
+    elif label in LISTINGS and case.query and "cursor" in case.query:
         _steer_listing(case, case.query, token)

@@ -27,4 +27,4 @@ def test_face_crop_captions_count_as_captions(service, make_zip, make_png):
     data = make_zip({"1_a/h_1_2_3_4.png": make_png(), "1_a/h.txt": b"face"})
     response = service.upload("alice", data)
     assert response.status_code == 201, response.text
-    assert not any("no caption" in w for w in response.json()["warnings"])
+    assert not any("no caption" in w["message"] for w in response.json()["warnings"])

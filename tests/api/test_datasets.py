@@ -50,8 +50,8 @@ def test_images_at_the_root_go_into_one_folder_named_after_the_dataset(service, 
     data = make_zip({"a.png": make_png(), "b.png": make_png(), "notes.md": b"x"})
     body = service.upload("alice", data, name="my style", repeats="2").json()
     assert body["folders"] == [{"name": "2_my style", "repeats": 2, "image_count": 2}]
-    assert any("neither images nor captions" in w for w in body["warnings"])
-    assert any("no caption" in w for w in body["warnings"])
+    assert any("neither images nor captions" in w["message"] for w in body["warnings"])
+    assert any("no caption" in w["message"] for w in body["warnings"])
 
 
 def _evil(info: zipfile.ZipInfo, data: bytes = b"x") -> bytes:

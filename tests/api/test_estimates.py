@@ -16,7 +16,8 @@ from core.db.tables import utcnow
 from core.settings import Settings
 from core.workers import DeviceReport
 from core.workers.registry import IDLE, report_worker
-from tests.conftest import Service
+from tests.api.conftest import write_fake_safetensors
+from tests.conftest import SEED, Service
 
 GIB = 2**30
 PARTS = {"weights", "lora", "gradients", "optimizer", "activations", "temporaries",
@@ -115,3 +116,36 @@ def test_a_job_too_big_for_every_worker_is_refused_with_changes_that_each_fit(
     assert (
         tiny_service.client.get("/v1/jobs", headers=tiny_service.as_("alice")).json()["items"] == []
     )
+
+
+@pytest.fixture
+def full_size_service(
+    settings_factory: Callable[..., Settings],
+    make_service: Callable[..., Iterator[Service]],
+    tmp_path: Path,
+) -> Iterator[Service]:
+    """A catalog whose one base is full-size SDXL (a header: the shipped configs size it)."""
+    write_fake_safetensors(tmp_path / "models" / "sdxl.safetensors", ["model.diffusion_model.x"])
+    yield from make_service(settings_factory(models_dir=tmp_path / "models"))
+
+
+def test_native_fine_tuning_of_full_sdxl_is_refused_on_a_16_gb_worker(
+    full_size_service: Service, good_dataset_zip: bytes
+):
+    service = full_size_service
+    add_worker(service.settings, "card-16gb", 16 * GIB)
+    dataset = service.dataset("alice", good_dataset_zip)
+    job = {"dataset_id": dataset, "base_model": "sdxl", "params": SEED}
+    answer = validate(service, job)
+    assert answer.status_code == 200, answer.text
+    seed = answer.json()["estimate"]
+    assert seed["per_worker"][0]["fits"], seed  # the seed payload fits the card
+    heavy = {**job, "params": {**SEED, "LoRA_type": "LyCORIS/Native Fine-Tuning"}}
+    response = service.submit("alice", heavy)
+    assert response.status_code == 422, response.text
+    (problem,) = response.json()["detail"]
+    assert problem["type"] == "does_not_fit"
+    # The reason: the parts that make it big (a trained copy of every weight).
+    assert "lora" in problem["msg"] and "gradients" in problem["msg"], problem["msg"]
+    changes = [s["changes"] for s in problem["ctx"]["suggestions"]]
+    assert {"LoRA_type": "LyCORIS/LoCon"} in changes, problem["msg"]  # a lighter type fits

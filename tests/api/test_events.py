@@ -141,7 +141,7 @@ def test_a_real_job_streams_its_progress_artifacts_and_end(watch_stack, watched)
     last_progress = [e for e in events if e.type == "progress"][-1].data
     assert last_progress["step"] == last_progress["total_steps"]
     assert {"loss", "avg_loss", "lr", "eta_s", "elapsed_s", "s_per_step"} <= set(last_progress)
-    assert "last.safetensors" in {e.data["name"] for e in events if e.type == "artifact"}
+    assert "watched.safetensors" in {e.data["name"] for e in events if e.type == "artifact"}
     middle = events[len(events) // 2].id
     with watch_stack.client.stream(
         "GET", url, headers=watch_stack.as_() | {"Last-Event-ID": str(middle)}

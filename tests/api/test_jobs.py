@@ -16,7 +16,7 @@ def test_submit_returns_202_with_location_and_the_contract_shape(service, job_bo
         "id", "name", "owner", "status", "queue_position", "attempt", "cancel_requested",
         "base_model", "dataset_id", "params", "plan", "progress", "error", "created_at",
         "started_at", "finished_at", "estimate", "blocked_reason", "estimated_start_at",
-        "estimated_finish_at",
+        "estimated_finish_at", "priority", "held", "preemptions",
     }  # fmt: skip
     assert (job["owner"], job["status"], job["queue_position"], job["attempt"]) == (
         "alice", "queued", 1, 0,

@@ -12,7 +12,7 @@ import pytest
     [
         ("/v1/datasets", "GET, HEAD, POST"),  # Starlette said POST: the first route's only
         ("/v1/datasets/d", "DELETE, GET, HEAD"),
-        ("/v1/jobs/j", "DELETE, GET, HEAD"),
+        ("/v1/jobs/j", "DELETE, GET, HEAD, PATCH"),
         ("/v1/session", "DELETE, POST"),
         ("/v1/jobs/validate", "POST"),  # concrete before /v1/jobs/{job_id}
     ],

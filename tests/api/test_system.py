@@ -71,7 +71,7 @@ def test_only_admins_pause_and_resume_the_queue(service):
     assert service.client.post("/v1/queue/pause", headers=service.as_("admin")).json() == {
         "paused": True
     }
-    assert service.client.get("/v1/queue", headers=service.as_("alice")).json() == {"paused": True}
+    assert service.client.get("/v1/queue", headers=service.as_("alice")).json()["paused"] is True
     assert service.client.post("/v1/queue/resume", headers=service.as_("admin")).json() == {
         "paused": False
     }

@@ -153,3 +153,20 @@ def test_download_never_overwrites_a_file_without_force(stack, tmp_path):
     assert forced.returncode == 0, forced.stderr
     assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(LORA).digest()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.safetensors"]  # no leftovers
+
+
+def test_hold_release_and_priority_move_a_queued_job_and_refusals_say_why(stack):
+    api, jobs = stack
+    queued = insert_job(api.settings, status="queued", name="waiting")
+    held = api.cli("hold", queued)
+    assert held.returncode == 0 and "held" in held.stderr, held.stderr
+    assert api.get(f"/v1/jobs/{queued}").json()["held"] is True
+    assert api.cli("release", queued).returncode == 0
+    lowered = api.cli("priority", queued, "low")
+    assert lowered.returncode == 0 and "priority low" in lowered.stderr
+    job = api.get(f"/v1/jobs/{queued}").json()
+    assert (job["held"], job["priority"]) == (False, "low")
+    raised = api.cli("priority", queued, "high")  # alice is no admin
+    assert raised.returncode == 3 and "only admins" in raised.stderr
+    running = api.cli("hold", jobs["running"])
+    assert running.returncode == 3 and "running" in running.stderr

@@ -30,3 +30,28 @@ def test_0003_runs_down_and_up_and_matches_the_tables(tmp_path, postgres_url):
             differences = compare_metadata(context, Base.metadata)
         engine.dispose()
         assert differences == [], (url, differences)
+
+
+FAIR_SHARE_JOB_COLUMNS = {"priority", "held", "preemptions", "preempt_requested",
+                          "queue_position"}  # fmt: skip
+
+
+def test_0004_runs_down_and_up_and_matches_the_tables(tmp_path, postgres_url):
+    """The fair-share migration: the usage ledger, the jobs' scheduling columns, the users'
+    quotas; down to 0003 and up again, on SQLite and Postgres."""
+    for url in (f"sqlite:///{tmp_path / 'f.db'}", postgres_url):
+        upgrade(url)
+        downgrade(url, "0003")
+        engine = sa.create_engine(url)
+        inspector = sa.inspect(engine)
+        assert "gpu_usage" not in inspector.get_table_names()
+        assert not FAIR_SHARE_JOB_COLUMNS & {c["name"] for c in inspector.get_columns("jobs")}
+        assert "quota_gpu_seconds" not in {c["name"] for c in inspector.get_columns("users")}
+        engine.dispose()
+        upgrade(url)
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            differences = compare_metadata(context, Base.metadata)
+        engine.dispose()
+        assert differences == [], (url, differences)

@@ -11,13 +11,22 @@ from tests.factories import make_dataset, tiny_payload
 from tests.trainer.effects import coverage_problems
 from trainer.config import parse_payload
 from trainer.hooks import Event
-from trainer.models.tiny import write_tiny_sdxl
+from trainer.models.tiny import tiny_configs, write_config_folder, write_tiny_sdxl
 from trainer.run import TrainingJob, TrainingResult, train
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_sdxl(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The miniature SDXL's diffusers configs alone (no weights): what the memory model and
+    the traces build from."""
+    folder = tmp_path_factory.mktemp("tiny-sdxl-configs")
+    write_config_folder(folder, tiny_configs())
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -88,7 +88,6 @@ def test_booleans_are_not_numbers() -> None:
         ("v2", True, "SD 2.x"),
         ("save_model_as", "ckpt", "safetensors"),
         ("mixed_precision", "fp8", "fp16"),
-        ("full_fp16", True, "GradScaler"),
         ("weighted_captions", True, "SDXL"),
         ("dataset_config", "/data/ds.toml", "a path on the server"),
         ("resume", "/out/last-state", "resumes from its own newest training state"),

@@ -190,7 +190,7 @@ def test_the_step_uses_the_configured_loss_and_mask(tmp_path, alphas):
     image = TrainingImage(record, (64, 64), (64, 64), (0, 0))
     c = config(loss_type="huber", huber_schedule="constant", huber_c=0.5, masked_loss=True)
     session = SimpleNamespace(
-        config=c, images=[image],
+        config=c, images=[image], cached_alphas=None,
         model=SimpleNamespace(noise_scheduler=SimpleNamespace(alphas_cumprod=alphas)),
     )  # fmt: skip
     prediction, target = torch.full((1, 4, 8, 8), 2.0), torch.zeros(1, 4, 8, 8)

@@ -20,8 +20,8 @@ from trainer.estimate.autocast import FP32, FP32_SET_OPT_DTYPE, PROMOTE, cuda_au
 from trainer.estimate.fake import prepared_meta_model
 from trainer.estimate.model import Footprint, estimate_footprint
 from trainer.estimate.trace import PARTS, StepTrace, trace_step
+from trainer.estimate.trace_caching import trace_latent_caching
 from trainer.models.configs import SDXL_BASE_CONFIG
-from trainer.models.tiny import tiny_configs, write_config_folder
 
 HEADER = Path(torch.__file__).parent / "include" / "ATen" / "autocast_mode.h"
 
@@ -60,22 +60,15 @@ def test_cpu_autocast_casts_like_cuda_inside_the_rules_and_like_cpu_after():
         )
 
 
-@pytest.fixture(scope="module")
-def toy_configs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("toy-sdxl")
-    write_config_folder(folder, tiny_configs())
-    return folder
-
-
 def _config(**overrides: object) -> TrainingConfig:
     return parse_payload({**seed_payload(), **overrides}).config
 
 
 @pytest.mark.slow
-def test_a_toy_trace_counts_the_prepared_weights_to_the_byte(toy_configs: Path):
+def test_a_toy_trace_counts_the_prepared_weights_to_the_byte(tiny_config_dir: Path):
     config = _config(max_resolution="128,128", min_bucket_reso=64, train_batch_size=2)
-    trace = trace_step(config, base=toy_configs)
-    meta = prepared_meta_model(config, toy_configs)  # fp16 UNet and encoders, fp32 VAE
+    trace = trace_step(config, base=tiny_config_dir)
+    meta = prepared_meta_model(config, tiny_config_dir)  # fp16 UNet and encoders, fp32 VAE
     # With latents cached the VAE waits on the host (trainer.placement): not counted.
     parts = (meta.model.unet, meta.model.text_encoder, meta.model.text_encoder_2)
     tensors = [t for part in parts for t in (*part.parameters(), *part.buffers())]
@@ -86,7 +79,7 @@ def test_a_toy_trace_counts_the_prepared_weights_to_the_byte(toy_configs: Path):
     assert trace.parts["optimizer"] > 0 and trace.step_flops > 0
     # The torch-free model counts the miniature's weights, LoRA, optimizer state and FLOPs
     # exactly as well (its activations are fitted to full-size traces only).
-    model = estimate_footprint(config, Architecture.from_config_dir(toy_configs))
+    model = estimate_footprint(config, Architecture.from_config_dir(tiny_config_dir)).at("step")
     for part in ("weights", "lora", "optimizer"):
         assert model.parts[part] == trace.parts[part], part
     assert abs(model.step_flops - trace.step_flops) <= 0.01 * trace.step_flops
@@ -106,7 +99,7 @@ def full_size(variant: str) -> StepTrace:
 def modelled(variant: str) -> Footprint:
     return estimate_footprint(
         _config(**GRID[variant]), Architecture.from_config_dir(SDXL_BASE_CONFIG)
-    )
+    ).at("step")  # the traced phase
 
 
 @pytest.mark.slow
@@ -151,3 +144,19 @@ def test_full_size_flops_grow_with_batch_and_checkpointing_recomputes():
     base, batch2 = full_size("small"), full_size("small_batch2")
     assert 1.8 < batch2.step_flops / base.step_flops <= 2.0
     assert full_size("small_checkpointing").step_flops > 1.2 * base.step_flops
+
+
+@pytest.mark.slow
+def test_caching_latents_is_traced_with_the_vae_alone_and_modelled():
+    # Batch 1 at 1024²: the VAE encodes the bucket before the UNet and the encoders reach
+    # the device (trainer.run.prepare_model / place_for_steps), so the step is the peak.
+    config = _config(train_batch_size=1)
+    traced = trace_latent_caching(config)
+    arch = Architecture.from_config_dir(SDXL_BASE_CONFIG)
+    footprint = estimate_footprint(config, arch)
+    modelled_parts = footprint.phases["caching_latents"]
+    for part, value in traced.parts.items():
+        assert abs(modelled_parts[part] - value) <= 0.01 * traced.peak_bytes, part
+    assert traced.parts["weights"] == 4 * arch.parameter_counts()["vae"]  # no UNet, no TEs
+    assert footprint.at("caching_latents").peak_bytes >= 0.99 * traced.peak_bytes
+    assert footprint.phase == "step" and footprint.peak_bytes > 2 * traced.peak_bytes

@@ -180,7 +180,8 @@ def test_lycoris_dylora_trains_and_writes_the_librarys_own_layout(runs, monkeypa
     """The library's DyLoraModule writes ``lora_up`` as (out, r) even for a conv and loads
     nothing back (``load_state_dict`` returns at once), and its forward draws a rank at random
     even outside training, scaled alpha / (blocks + 1) (modules/dylora.py: get_weight): so its
-    file is checked against the library's own module, not against a reloaded output."""
+    file is checked against the library's own module and lorabox's reload of its tensors,
+    not against a reloaded output."""
     job, result = runs("LyCORIS/DyLoRA")
     state = load_file(str(result.lora_path))
     layers = kohya_layers(build_tiny_components())
@@ -194,5 +195,18 @@ def test_lycoris_dylora_trains_and_writes_the_librarys_own_layout(runs, monkeypa
         }
         assert mine == written, name
     assert any(v.abs().sum() > 0 for k, v in state.items() if k.endswith("lora_up.weight"))
-    with pytest.raises(TrainerError):  # network_weights: the library takes none of it
-        network_on(build_tiny_components(), job.config, result.lora_path)
+    # network_weights: lorabox splits the file back into the library's blocks
+    # (trainer/lora/lycoris.py: _load_dylora_blocks), which load_state_dict does not.
+    reloaded = network_on(build_tiny_components(), job.config, result.lora_path)
+    again = reloaded.file_tensors(torch.float32)
+    assert again.keys() == state.keys() and all(torch.equal(again[k], state[k]) for k in state)
+    # The library's own reader takes the file for LoCon, whose conv lora_up is (out, r, 1, 1):
+    # lycoris-lora 4.1.3 modules/locon.py: LoConModule.make_module_from_state_dict fails.
+    monkeypatch.setattr(LycorisNetwork, "LORA_PREFIX", "lora")
+    root = torch.nn.Module()
+    root.unet = sd_scripts_unet(build_tiny_components()["unet"])
+    with pytest.raises(RuntimeError, match="broadcast shape"):
+        create_lycoris_from_weights(1.0, str(result.lora_path), root)
+    with pytest.raises(TrainerError, match="dim_from_weights"):
+        from_file = job.config.model_copy(update={"dim_from_weights": True})
+        network_on(build_tiny_components(), from_file, result.lora_path)

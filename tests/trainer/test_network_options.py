@@ -171,10 +171,6 @@ def test_settings_the_library_does_not_read_train_the_same():
 
 def test_lycoris_combinations_the_trainer_refuses():
     problems = {
-        "save_state": dict(LoRA_type="LyCORIS/LoHa", save_state=True),
-        "network_weights": dict(
-            LoRA_type="LyCORIS/DyLoRA", unit=1, network_weights="x.safetensors"
-        ),
         "fp8_base": dict(
             LoRA_type="LyCORIS/Native Fine-Tuning", fp8_base=True, mixed_precision="bf16"
         ),

@@ -15,15 +15,18 @@ import pytest
 import torch
 
 from tests.factories import make_dataset, seed_payload, tiny_payload
+from trainer import run
 from trainer.config import TrainingConfig, parse_payload
 from trainer.data.folders import scan_dataset
+from trainer.estimate.architecture import Architecture
 from trainer.estimate.fake import prepared_meta_model
+from trainer.estimate.model import estimate_footprint
 from trainer.estimate.trace import trace_step
 from trainer.hooks import ArtifactSaved, Event, null_reporter
-from trainer.models.tiny import tiny_configs, write_config_folder
+from trainer.models.loading import load_sdxl
 from trainer.placement import borrowed
 from trainer.plan import plan_from_scan
-from trainer.run import TrainingJob, build_session
+from trainer.run import TrainingJob, build_session, pick_device
 from trainer.sampling.samples import sample_if_due
 from trainer.session import Session
 
@@ -69,6 +72,48 @@ def test_without_caching_every_part_stays_on_the_device(tiny_model, toy_dataset,
     for part in (s.model.unet, s.model.vae, s.model.text_encoder, s.model.text_encoder_2):
         assert devices(part) == {"cpu"}
     assert s.latents is None and s.text_cache is None
+
+
+class _Cached(Exception):
+    """Stops ``build_session`` once latents are cached: the parts the test left on ``meta``
+    can't follow to the device."""
+
+
+def test_latents_are_cached_with_the_vae_alone_on_the_device(
+    tiny_model, toy_dataset, tiny_config_dir, tmp_path, monkeypatch
+):
+    # The loader leaves every part on the host; here the UNet and the encoders wait on
+    # ``meta`` (the VAE on the CPU: it encodes), so a part build_session placed on the
+    # training device before caching would show as one there.
+    config = parse_payload(tiny_payload(max_train_steps=1, cache_latents=True)).config
+    model = load_sdxl(tiny_model)
+    for part in (model.unet, model.text_encoder, model.text_encoder_2):
+        part.to(META)
+    device = pick_device().type
+    seen: dict[str, set[str]] = {}
+    on_device: list[int] = []
+    real = run.cache_image_latents
+
+    def caching(*args, **kwargs):
+        parts = {"unet": model.unet, "vae": model.vae, "text_encoder": model.text_encoder,
+                 "text_encoder_2": model.text_encoder_2}  # fmt: skip
+        seen.update({name: devices(part) for name, part in parts.items()})
+        on_device.append(_bytes(*(p for p in parts.values() if devices(p) == {device})))
+        assert real(*args, **kwargs) is not None
+        raise _Cached
+
+    monkeypatch.setattr(run, "cache_image_latents", caching)
+    scan = scan_dataset(toy_dataset, config.caption_extension)
+    job = TrainingJob(config, tiny_model, toy_dataset, tmp_path)
+    with pytest.raises(_Cached):
+        build_session(job, scan, plan_from_scan(config, scan), null_reporter, 0, model=model)
+    assert seen["vae"] == {device}
+    for name in ("unet", "text_encoder", "text_encoder_2"):
+        assert seen[name] == {"meta"}, name  # not on the training device yet
+    # The memory model's caching phase holds exactly what was on the device.
+    footprint = estimate_footprint(config, Architecture.from_config_dir(tiny_config_dir))
+    assert on_device == [footprint.phases["caching_latents"]["weights"]]
+    assert footprint.phases["caching_latents"]["lora"] == 0
 
 
 @pytest.fixture(scope="module")
@@ -120,13 +165,6 @@ def test_sampling_borrows_the_vae_and_encoders_and_gives_each_its_own_tensors_ba
 # --- the trace ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def toy_configs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("toy-sdxl")
-    write_config_folder(folder, tiny_configs())
-    return folder
-
-
 def _config(**overrides: object) -> TrainingConfig:
     small = {"max_resolution": "64,64", "min_bucket_reso": 64, "train_batch_size": 1,
              "gradient_checkpointing": False}  # fmt: skip
@@ -139,10 +177,10 @@ def _bytes(*modules: torch.nn.Module) -> int:
 
 
 @pytest.mark.slow
-def test_the_trace_counts_no_weights_of_the_parts_that_wait_on_the_host(toy_configs: Path):
+def test_the_trace_counts_no_weights_of_the_parts_that_wait_on_the_host(tiny_config_dir: Path):
     config = _config(**TEXT_CACHED)  # and the seed caches latents
-    trace = trace_step(config, base=toy_configs)
-    meta = prepared_meta_model(config, toy_configs)
+    trace = trace_step(config, base=tiny_config_dir)
+    meta = prepared_meta_model(config, tiny_config_dir)
     lora = trace.parts["lora"]
     assert lora == 4 * meta.network.parameter_count()
     assert trace.parts["weights"] == _bytes(meta.model.unet) - lora  # no VAE, no encoders

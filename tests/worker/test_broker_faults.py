@@ -39,7 +39,7 @@ def test_a_message_redelivered_after_the_visibility_timeout_never_starts_a_secon
         idle = f.start_worker(LORABOX_TRAINER_START_METHOD="spawn")
         idle_log = f.stack.logs[-1]
         wait_until(
-            lambda: f"job {job_id} is no longer queued" in idle_log.read_text(errors="replace"),
+            lambda: "wake-up: nothing eligible" in idle_log.read_text(errors="replace"),
             90,
             "the redelivered message to reach the idle worker",
         )
@@ -70,5 +70,5 @@ def test_a_broker_restart_that_loses_every_message_loses_no_job(
             done = f.finished(job_id, timeout_s=300)
             assert (done["status"], done["attempt"]) == ("succeeded", 1), f.stack.log_tail()
             assert len(f.starts()[job_id]) == 1
-        resent = {j for j in jobs[1:] if any(e[2] == "requeued" for e in f.events(j))}
-        assert resent == set(jobs[1:])  # the reconciler sent their messages again
+        # No message was needed: the worker claims the next job when one ends, and an idle
+        # worker's reconciler starts it without the broker (worker/runner.py: wake_locally).

@@ -1,9 +1,9 @@
-"""The claim-time memory check (worker/runner.py: claim_fitting, core/workers/placement.py):
-on a real database, with the real claim; only the device's free memory is stood in for."""
+"""The claim-time memory check (worker/runner.py: claim_fitting, core/jobs/claim.py,
+core/workers/placement.py): on a real database, with the real claim; only the device's free
+memory is stood in for."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from core.db import Job, JobEvent
 from core.db.migrate import upgrade
 from core.db.tables import Worker, utcnow
-from core.jobs.recovery import resend_unclaimed
 from core.settings import Settings
 from core.workers.registry import report_worker
 from tests.conftest import fresh_postgres_database
@@ -24,8 +23,7 @@ from worker.runner import WorkerContext, claim_fitting, run_job
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
-    values: dict[str, Any] = {"home": tmp_path / "home", "blocked_retry_s": 1.0,
-                              "requeue_after_s": 900.0}  # fmt: skip
+    values: dict[str, Any] = {"home": tmp_path / "home"}
     if request.param == "sqlite":
         built = Settings(**values)
         built.ensure_dirs()
@@ -71,35 +69,27 @@ def test_a_job_short_of_free_memory_waits_and_the_worker_takes_the_next_that_fit
     with ctx.db.writing() as session:
         big, bigger, small, old = in_order(session, 10, 12, 4, None)
 
-    assert claim_fitting(ctx, big) == (small, 1)  # the first queued job that fits 6 GiB
+    assert claim_fitting(ctx) == (small, 1)  # the first queued job, in order, that fits 6 GiB
+    # Both ranked ahead of it and too big for 6 GiB: they wait for memory.
     assert tuple(_row(ctx, big)) == ("queued", 0, "gpu_memory")
-    assert tuple(_row(ctx, bigger)) == ("queued", 0, None)  # not tried: it doesn't fit either
+    assert tuple(_row(ctx, bigger)) == ("queued", 0, "gpu_memory")
     assert tuple(_row(ctx, small)) == ("running", 1, None)
     (blocked,) = _events(ctx, big, "blocked")
     assert blocked == {"reason": "gpu_memory", "needed_bytes": 10 * GIB, "free_bytes": 6 * GIB,
                        "worker": ctx.device.name}  # fmt: skip
     assert _worker_state(ctx) == ("busy", small)
 
-    # The small job's own message, delivered later, finds it claimed: nothing runs twice.
-    assert claim_fitting(ctx, small) is None
-    assert tuple(_row(ctx, small)) == ("running", 1, None)
-    assert len(_events(ctx, small, "started")) == 1
-
-    # The big job's next delivery: still short, it waits (one event, not one per try); a job
+    # The next wake-up: still short, they wait (one event each, not one per try); a job
     # without an estimate (submitted before estimates existed) is never held back.
-    assert claim_fitting(ctx, big) == (old, 1)
+    assert claim_fitting(ctx) == (old, 1)
     assert len(_events(ctx, big, "blocked")) == 1
+    assert len(_events(ctx, small, "started")) == 1
+    assert claim_fitting(ctx) is None  # nothing left that fits: the wake-up does nothing
 
-    # Its message was consumed: the reconciler sends it again after blocked_retry_s, not
-    # before, and not after the 900 s a lost message waits.
-    assert big not in resend_unclaimed(ctx.db, settings)
-    time.sleep(settings.blocked_retry_s + 0.2)
-    assert resend_unclaimed(ctx.db, settings) == [big]
-
-    # Memory freed up (the other process on the card ended): the big job is claimed and no
-    # longer says it waits.
+    # Memory freed up (the other process on the card ended): the big job is claimed first
+    # and no longer says it waits.
     ctx.device.free_bytes = 11 * GIB  # type: ignore[attr-defined]
-    assert claim_fitting(ctx, big) == (big, 1)
+    assert claim_fitting(ctx) == (big, 1)
     assert tuple(_row(ctx, big)) == ("running", 1, None)
     ctx.db.dispose()
 
@@ -112,7 +102,7 @@ def test_a_worker_with_nothing_that_fits_starts_no_trainer_and_leaves_the_job_qu
     def never_started(*_: Any) -> None:
         raise AssertionError("no trainer may start for a job that does not fit")
 
-    assert run_job(ctx, job, target=never_started) is None
+    assert run_job(ctx, target=never_started) is None
     assert tuple(_row(ctx, job)) == ("queued", 0, "gpu_memory")
     assert _worker_state(ctx) == ("idle", None)
     ctx.db.dispose()

@@ -77,16 +77,16 @@ def test_artifacts_are_registered_with_their_hashes(embedded_stack, trained):
         f"/v1/jobs/{job['id']}/artifacts", headers=embedded_stack.as_()
     ).json()["items"]
     by_name = {a["name"]: a for a in items}
-    assert by_name["last.safetensors"]["kind"] == "lora"
-    assert by_name["last-000001.safetensors"]["kind"] == "checkpoint"
-    assert by_name["last-000001.safetensors"]["epoch"] == 1
+    assert by_name["shared.safetensors"]["kind"] == "lora"
+    assert by_name["shared-000001.safetensors"]["kind"] == "checkpoint"
+    assert by_name["shared-000001.safetensors"]["epoch"] == 1
     assert by_name["train.log"]["kind"] == "log"
     lora = embedded_stack.client.get(
-        f"/v1/jobs/{job['id']}/artifacts/last.safetensors", headers=embedded_stack.as_()
+        f"/v1/jobs/{job['id']}/artifacts/shared.safetensors", headers=embedded_stack.as_()
     )
     assert lora.status_code == 200
-    assert hashlib.sha256(lora.content).hexdigest() == by_name["last.safetensors"]["sha256"]
-    assert len(lora.content) == by_name["last.safetensors"]["size_bytes"]
+    assert hashlib.sha256(lora.content).hexdigest() == by_name["shared.safetensors"]["sha256"]
+    assert len(lora.content) == by_name["shared.safetensors"]["size_bytes"]
 
 
 def test_sample_images_come_back_as_pngs_with_their_settings_and_on_the_stream(
@@ -101,7 +101,7 @@ def test_sample_images_come_back_as_pngs_with_their_settings_and_on_the_stream(
     items = embedded_stack.client.get(f"/v1/jobs/{job['id']}/artifacts", headers=headers)
     samples = [a for a in items.json()["items"] if a["kind"] == "sample"]
     assert [a["epoch"] for a in samples] == [1, 2]  # one prompt, after each epoch
-    assert all(a["name"].startswith("sample/last_e00000") for a in samples)
+    assert all(a["name"].startswith("sample/shared_e00000") for a in samples)
     png = embedded_stack.client.get(
         f"/v1/jobs/{job['id']}/artifacts/{samples[-1]['name']}", headers=headers
     )
@@ -120,7 +120,7 @@ def test_sample_images_come_back_as_pngs_with_their_settings_and_on_the_stream(
 
 def test_artifact_downloads_honour_range_and_only_registered_files(embedded_stack, trained):
     job, _ = trained
-    url = f"/v1/jobs/{job['id']}/artifacts/last.safetensors"
+    url = f"/v1/jobs/{job['id']}/artifacts/shared.safetensors"
     part = embedded_stack.client.get(url, headers=embedded_stack.as_() | {"Range": "bytes=0-7"})
     assert part.status_code == 206 and len(part.content) == 8
     for name in ("../../lorabox.db", "nope.safetensors", "%2e%2e/%2e%2e/lorabox.db"):
@@ -136,7 +136,7 @@ def test_the_lora_loads_in_diffusers(embedded_stack, trained, tiny_models_dir, t
 
     job, _ = trained
     lora = embedded_stack.client.get(
-        f"/v1/jobs/{job['id']}/artifacts/last.safetensors", headers=embedded_stack.as_()
+        f"/v1/jobs/{job['id']}/artifacts/shared.safetensors", headers=embedded_stack.as_()
     )
     (tmp_path / "lora.safetensors").write_bytes(lora.content)
     pipe = StableDiffusionXLPipeline.from_single_file(
@@ -150,8 +150,9 @@ def test_the_lora_loads_in_diffusers(embedded_stack, trained, tiny_models_dir, t
 
 def test_network_weights_may_name_the_callers_finished_lora(embedded_stack, trained, e2e_payload):
     job, _ = trained
+    weights = f"job:{job['id']}/shared.safetensors"
     body = {"dataset_id": job["dataset_id"], "base_model": "tiny-sdxl",
-            "params": e2e_payload(network_weights=f"job:{job['id']}/last.safetensors")}  # fmt: skip
+            "params": e2e_payload(network_weights=weights)}  # fmt: skip
     ok = embedded_stack.client.post("/v1/jobs/validate", headers=embedded_stack.as_(), json=body)
     assert ok.status_code == 200, ok.text
     other = embedded_stack.client.post(
@@ -222,7 +223,7 @@ def test_stop_finishes_a_running_job_early_and_keeps_the_lora(
         f"/v1/jobs/{job['id']}/artifacts", headers=embedded_stack.as_()
     )
     names = [a["name"] for a in listed.json()["items"]]
-    assert "last.safetensors" in names
+    assert f"{job['id'][:8]}.safetensors" in names  # an unnamed job's files: its short id
 
 
 def test_a_paused_queue_holds_jobs_and_trainer_errors_fail_the_job_with_their_code(

@@ -75,8 +75,9 @@ def test_a_sigkilled_worker_s_job_is_rerun_by_another_worker_and_the_dead_attemp
         assert min(steps) > max(saved)
         states = [a["name"] for a in f.stack.artifacts(job_id) if a["kind"] == "state"]
         # The save_last_n_steps window moved past step 1: its file and its listing are gone.
-        assert sorted(states) == ["last-state.safetensors"] + [
-            f"last-step{s:08d}-state.safetensors" for s in (2, 3, 4)
+        stem = job_id[:8]  # an unnamed job's files carry its short id (core/jobs/naming.py)
+        assert sorted(states) == [f"{stem}-state.safetensors"] + [
+            f"{stem}-step{s:08d}-state.safetensors" for s in (2, 3, 4)
         ]
 
         db = Database(f.settings.database_url, pool_size=1)

@@ -86,7 +86,8 @@ def test_a_full_disk_at_a_checkpoint_fails_the_job_disk_full_and_keeps_earlier_f
         out = f.settings.jobs_dir / job_id
         listed = f.stack.client.get(f"/v1/jobs/{job_id}/artifacts", headers=f.stack.as_())
         saved = {a["name"]: a for a in listed.json()["items"] if a["kind"] == "checkpoint"}
-        assert sorted(saved) == ["last-000001.safetensors", "last-000002.safetensors"]
+        stem = job_id[:8]  # an unnamed job's files carry its short id (core/jobs/naming.py)
+        assert sorted(saved) == [f"{stem}-000001.safetensors", f"{stem}-000002.safetensors"]
         for name, artifact in saved.items():
             data = (out / name).read_bytes()
             assert hashlib.sha256(data).hexdigest() == artifact["sha256"]

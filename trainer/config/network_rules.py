@@ -29,11 +29,6 @@ if TYPE_CHECKING:
 
 Found = list[tuple[str, str]]
 
-_STATE_REASON = (
-    "training states are not written for {kind} yet (its weights are not lora_down/lora_up "
-    "pairs, which is all trainer/state/training_state.py stores): turn save_state off"
-)
-
 
 def network_problems(config: TrainingConfig) -> Found:
     """Combinations that cannot be trained, each under the key to change."""
@@ -53,15 +48,6 @@ def network_problems(config: TrainingConfig) -> Found:
     found += _unit_problems(config)
     if config.dim_from_weights and not config.network_weights:
         found.append(("dim_from_weights", "needs network_weights: the ranks come from that file"))
-    if kind not in (STANDARD, LOCON, LORA_FA) and (
-        config.save_state or config.save_state_on_train_end
-    ):
-        key = "save_state" if config.save_state else "save_state_on_train_end"
-        found.append((key, _STATE_REASON.format(kind=kind)))
-    if kind == "LyCORIS/DyLoRA" and config.network_weights and not config.dim_from_weights:
-        found.append(("network_weights", "lycoris-lora's DyLoraModule cannot load its own file (it "
-                      "saves lora_up/lora_down, it loads up_list/down_list); with dim_from_weights "
-                      "the file is read as LoCon modules, as sd-scripts would"))  # fmt: skip
     found += _boft_problems(config)
     if kind == "LyCORIS/Native Fine-Tuning" and config.fp8_base:
         found.append(("fp8_base", "Native Fine-Tuning trains the base weights themselves: they "

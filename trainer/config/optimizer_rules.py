@@ -13,6 +13,9 @@ Applied at the payload edge, so that what sd-scripts would only find at the firs
   parameter groups is only supported for values of 0" at their first step
   (``dadaptation/dadapt_adam.py: DAdaptAdam.step``, ``prodigyopt/prodigy.py: Prodigy.step``)
   when the trained parts' rates differ: a problem here.
+* ``full_fp16`` with torch's AdamW: its moments take the weights' dtype and its eps (1e-8)
+  is 0 in fp16, so a gradient that underflows divides by zero (inf/NaN); sd-scripts trains it
+  anyway - a warning here.
 * piecewise_constant: ``step_rules`` is required and must parse as diffusers'
   ``get_piecewise_constant_schedule`` reads it; the schedule has no warmup, which
   sd-scripts ignores silently (a warning here; ``ss_lr_warmup_steps`` still records it).
@@ -50,6 +53,13 @@ def optimizer_rules(
             problems.append(
                 Problem("optimizer_args", f"{name} needs momentum > 0, got {args['momentum']!r}")
             )
+    if name == "AdamW" and fields["full_fp16"]:
+        warnings.append(
+            ConfigWarning(
+                "full_fp16", "AdamW's eps (1e-8) is 0 in fp16 weights' state: a vanishing "
+                "gradient gives NaN; prefer AdamW8bit or Adafactor, or bf16 with full_bf16",
+            )
+        )  # fmt: skip
     if name not in ADAPTIVE:
         return
     rates = {fields[rate] for part, rate in _PARTS if fields[part]}

@@ -7,7 +7,8 @@ training silently.
 Caching encodes the images of one bucket ``vae_batch_size`` at a time (as
 sd-scripts ``cache_latents``) and, with ``flip_aug``, also each image's mirror.
 Every latent draws its own sampling noise, so the batch size changes how many
-VAE calls there are, never which noise an image gets.
+VAE calls there are, never which noise an image gets. With ``masked_loss`` each image's
+alpha is kept beside its latent (``trainer.data.masks``), on disk too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from trainer.data.augment import PLAIN, Augmentation, augment_pixels
 from trainer.data.batches import TrainingImage
 from trainer.data.images import load_rgb, resize_and_crop, to_tensor
+from trainer.data.masks import alpha_values
 from trainer.errors import NonFiniteLatentError
 from trainer.storage import atomic_path
 
@@ -81,29 +83,42 @@ def _disk_path(image: TrainingImage, fingerprint: str) -> Path:
 
 @dataclass(frozen=True)
 class LatentCache:
-    """One latent per image (4, h/8, w/8) and, with ``flip_aug``, one of its mirror."""
+    """One latent per image (4, h/8, w/8) and, with ``flip_aug``, one of its mirror; with
+    masks, each image's (H, W) uint8 alpha (None: the image has none)."""
 
     latents: list[torch.Tensor]
     flipped: list[torch.Tensor] | None
+    alphas: list[torch.Tensor | None] | None = None
+
+
+Cached = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # latent, mirror, alpha
 
 
 def _name(image: TrainingImage) -> str:
     return f"{image.record.folder}/{image.record.path.name}"
 
 
-def _read_disk(path: Path, flip: bool) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+def _read_disk(path: Path, flip: bool, alpha: bool) -> Cached | None:
+    """``alpha``: the image's alpha is wanted (masked_loss on an image with alpha)."""
     if not path.is_file():
         return None
     tensors = load_file(str(path))
-    if flip and "latents_flipped" not in tensors:
-        return None  # cached before flip_aug was on: encode again (as sd-scripts)
-    return tensors["latents"], tensors["latents_flipped"] if flip else None
+    if (flip and "latents_flipped" not in tensors) or (alpha and "alpha_mask" not in tensors):
+        return None  # cached before flip_aug / masked_loss was on: encode again (as sd-scripts)
+    return (
+        tensors["latents"],
+        tensors["latents_flipped"] if flip else None,
+        tensors["alpha_mask"] if alpha else None,
+    )
 
 
-def _write_disk(path: Path, latent: torch.Tensor, flipped: torch.Tensor | None) -> None:
+def _write_disk(path: Path, cached: Cached) -> None:
+    latent, flipped, alpha = cached
     tensors = {"latents": latent.contiguous()}
     if flipped is not None:
         tensors["latents_flipped"] = flipped.contiguous()
+    if alpha is not None:
+        tensors["alpha_mask"] = alpha.contiguous()
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp))
 
@@ -150,17 +165,20 @@ def cache_latents(
     *,
     batch_size: int = 1,
     flip: bool = False,
+    masks: bool = False,
 ) -> LatentCache:
     """Every image's latent (and mirrored latent with ``flip``), ``batch_size`` images
-    of one bucket per VAE call; read from / written to disk when asked.
+    of one bucket per VAE call; read from / written to disk when asked. With ``masks``
+    (masked_loss) each image's alpha is kept too.
 
     ``progress(done, total)`` runs after each VAE batch; it may raise to stop caching
     there (the trainer's stop signal does): each disk cache file is written atomically,
     so the ones already written stay valid for the next run."""
     fingerprint = vae_fingerprint(vae) if to_disk else ""
-    found: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    wants_alpha = [masks and image.record.has_alpha for image in images]
+    found: dict[int, Cached] = {}
     for index, image in enumerate(images if to_disk else ()):
-        hit = _read_disk(_disk_path(image, fingerprint), flip)
+        hit = _read_disk(_disk_path(image, fingerprint), flip, wants_alpha[index])
         if hit is not None:
             found[index] = hit
     todo = [index for index in range(len(images)) if index not in found]
@@ -171,11 +189,14 @@ def cache_latents(
     for batch in bucket_batches(todo, images, batch_size):
         encoded = _encode_batch(vae, [images[i] for i in batch], [seeds[i] for i in batch], flip)
         for index, (latent, mirrored) in zip(batch, encoded, strict=True):
-            found[index] = (latent, mirrored)
+            # the crop of a cached latent is the centred one (pixels_for, PLAIN)
+            alpha = alpha_values(images[index]) if wants_alpha[index] else None
+            found[index] = (latent, mirrored, alpha)
             if to_disk:
-                _write_disk(_disk_path(images[index], fingerprint), latent, mirrored)
+                _write_disk(_disk_path(images[index], fingerprint), found[index])
         if progress:
             progress(len(found), len(images))
-    pairs = [found[index] for index in range(len(images))]
-    flipped = [mirrored for _, mirrored in pairs if mirrored is not None] if flip else None
-    return LatentCache([latent for latent, _ in pairs], flipped)
+    kept = [found[index] for index in range(len(images))]
+    flipped = [mirrored for _, mirrored, _ in kept if mirrored is not None] if flip else None
+    alphas = [alpha for _, _, alpha in kept] if masks else None
+    return LatentCache([latent for latent, _, _ in kept], flipped, alphas)

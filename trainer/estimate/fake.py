@@ -47,7 +47,13 @@ from trainer.models.configs import read_component_config
 from trainer.models.loading import SdxlModel, training_noise_scheduler
 from trainer.models.tokenizers import build_sdxl_tokenizers
 from trainer.plan import plan_from_scan
-from trainer.run import PRECISION_DTYPES, build_network, build_optimization, prepare_model
+from trainer.run import (
+    PRECISION_DTYPES,
+    build_network,
+    build_optimization,
+    place_for_steps,
+    prepare_model,
+)
 from trainer.session import Session
 from trainer.step import cache_text_outputs
 
@@ -112,6 +118,7 @@ def prepared_meta_model(config: TrainingConfig, config_dir: Path) -> MetaModel:
     precision = config.mixed_precision  # what resolve_precision keeps on a CUDA device
     model = meta_sdxl(config_dir)
     prepare_model(model, config, torch.device("meta"), precision)
+    place_for_steps(model, torch.device("meta"))  # after caching latents (build_session)
     network = build_network(model, TrainingJob(config, config_dir, config_dir, config_dir))
     return MetaModel(model, network, precision)
 

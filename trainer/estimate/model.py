@@ -9,19 +9,31 @@ configs: :mod:`trainer.estimate.architecture`) and, for activations, a walk over
 blocks (:mod:`trainer.estimate.walk`) whose bytes per feature-map element are fitted to
 traces (:mod:`trainer.estimate.coefficients`). What sits on the device follows
 ``trainer.placement.Offload``: the VAE leaves once latents are cached, the frozen encoders
-once their outputs are cached (the cache itself is host memory or disk).
+once their outputs are cached (the cache itself is host memory or disk). Until then the
+caching phases hold them (:mod:`trainer.estimate.phases`): the peak is the largest phase's.
+The network's tensors are each ``LoRA_type``'s own (:mod:`trainer.estimate.networks`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
 from trainer.config import TrainingConfig
 from trainer.estimate.allowances import allowances
-from trainer.estimate.architecture import Architecture, Layer, lora_kinds
+from trainer.estimate.architecture import Architecture
 from trainer.estimate.flops import step_flops
+from trainer.estimate.networks import Tensor, lora_kinds_of, network_tensors
 from trainer.estimate.paths import Step, unet_paths
+from trainer.estimate.phases import (
+    CACHING_LATENTS,
+    STEP,
+    caching_phases,
+    latent_caching_bytes,
+    text_caching_bytes,
+)
+from trainer.estimate.rebuilt import rebuilt_weights
 from trainer.estimate.walk import Moment, moments
 
 PARTS = ("weights", "lora", "gradients", "optimizer", "activations", "temporaries")
@@ -37,6 +49,18 @@ class Footprint:
     peak_bytes: int  # the first six: what torch.cuda.max_memory_allocated reports
     device_bytes: int  # peak_bytes and the three allowances (trainer/estimate/allowances.py)
     step_flops: int  # one optimizer step: every gradient-accumulation micro-step
+    # The phase whose peak ``parts`` are ("step", "caching_latents", "caching_text"), and
+    # the six PARTS of each phase the run goes through (trainer/estimate/phases.py).
+    phase: str = STEP
+    phases: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def at(self, phase: str) -> Footprint:
+        """The footprint of ``phase`` alone (what a trace of that phase is compared with)."""
+        parts = dict(self.phases[phase])
+        peak = sum(parts.values())
+        parts.update(allowances(peak))
+        device = peak + sum(parts[name] for name in ALLOWANCES)
+        return replace(self, parts=parts, peak_bytes=peak, device_bytes=device, phase=phase)
 
 
 def step_of(config: TrainingConfig, arch: Architecture, bucket: tuple[int, int] | None) -> Step:
@@ -52,7 +76,7 @@ def step_of(config: TrainingConfig, arch: Architecture, bucket: tuple[int, int] 
         chunks=max(1, config.max_token_length // CHUNK),
         rank=config.network_dim,
         conv_rank=config.conv_dim,
-        lora_kinds=lora_kinds(config.lora_type, config.conv_dim),
+        lora_kinds=lora_kinds_of(config),
         unet=config.train_unet,
         text=config.train_text_encoder,
         checkpointing=config.gradient_checkpointing,
@@ -82,49 +106,45 @@ def _fp8_savings(arch: Architecture, on_device: list[str], dtype_bytes: int) -> 
     return saved * (dtype_bytes - 1)
 
 
-def weight_bytes(config: TrainingConfig, arch: Architecture) -> int:
-    """The frozen networks on the device: the UNet always, the encoders unless their
-    outputs are cached (and they're frozen), the VAE (fp32) unless latents are cached
-    (``trainer.placement.Offload``)."""
+def weight_bytes(
+    config: TrainingConfig,
+    arch: Architecture,
+    *,
+    encoders: bool | None = None,
+    vae: bool | None = None,
+) -> int:
+    """The frozen networks on the device: the UNet always; during the steps the encoders
+    unless their outputs are cached (and they're frozen), the VAE (fp32) unless latents are
+    cached (``trainer.placement.Offload``). ``encoders`` / ``vae`` say it for a caching
+    phase, before those parts leave (:mod:`trainer.estimate.phases`)."""
     counts = arch.parameter_counts()
     frozen = _frozen_bytes(config)
-    on_device = ["unet"]
-    if not (config.cache_text_encoder_outputs and not config.train_text_encoder):
-        on_device += ["text_encoder", "text_encoder_2"]
+    if encoders is None:
+        encoders = not (config.cache_text_encoder_outputs and not config.train_text_encoder)
+    on_device = ["unet"] + (["text_encoder", "text_encoder_2"] if encoders else [])
     total = sum(counts[name] * frozen for name in on_device)
-    if "text_encoder" in on_device:  # each encoder's position_ids buffer (int64)
+    if encoders:  # each encoder's position_ids buffer (int64)
         total += 8 * sum(encoder.positions for encoder in arch.text_encoders)
-    if not config.cache_latents:
+    if vae is None:
+        vae = not config.cache_latents
+    if vae:
         total += counts["vae"] * 4  # the SDXL VAE runs in fp32 (prepare_model)
-    if config.fp8_base:
+    if config.fp8_base:  # store_base_in_fp8 runs before caching text (trainer/run.py)
         total -= _fp8_savings(arch, on_device, frozen)
     return total
 
 
-def lora_tensors(config: TrainingConfig, arch: Architecture) -> list[tuple[str, Layer, int]]:
-    """(part, layer, rank) of each LoRA module ``build_network`` makes."""
-    layers = arch.lora_layers(
-        config.lora_type, config.conv_dim, unet=config.train_unet, text=config.train_text_encoder
-    )
-    ranks = {"locon_conv": config.conv_dim}
-    return [(part, layer, ranks.get(layer.lora, config.network_dim)) for part, layer in layers]
-
-
-def lora_weights(config: TrainingConfig, arch: Architecture) -> list[tuple[tuple[int, ...], bool]]:
-    """Every LoRA weight's shape, and whether it starts at zero (peft's up weights do, unless
-    ``network_weights`` loads them)."""
-    weights = []
-    for _, layer, rank in lora_tensors(config, arch):
-        down, up = layer.lora_shapes
-        weights.append(((rank, *down[1:]), False))
-        weights.append(((up[0], rank, *up[2:]), config.network_weights is None))
-    return weights
+def lora_weights(tensors: list[Tensor]) -> list[tuple[tuple[int, ...], bool]]:
+    """Every trainable network tensor's shape, and whether it starts at zero (peft's up
+    weights do, unless ``network_weights`` loads them): :mod:`trainer.estimate.networks`."""
+    return [(t.shape, t.zero) for t in tensors if t.trainable for _ in range(t.count)]
 
 
 # bitsandbytes (bitsandbytes/optim/optimizer.py: Optimizer2State / Optimizer1State.init_state):
 # moment count and bits. Paged ones keep each state of 10^5 values or more in CUDA unified
-# memory (Optimizer8bit.get_state_buffer), outside the caching allocator: the driver pages
-# it out when the GPU runs short, so it never runs a job out of memory and isn't counted.
+# memory (Optimizer8bit.get_state_buffer: F.get_paged), outside the caching allocator, which
+# the driver pages to host memory when the GPU runs short. Counted on the device all the
+# same (that is where it lives until the GPU is short), with a note (:func:`memory_notes`).
 BITSANDBYTES = {
     "AdamW8bit": (2, 8), "PagedAdamW8bit": (2, 8), "PagedAdamW32bit": (2, 32),
     "Lion8bit": (1, 8), "PagedLion8bit": (1, 8), "SGDNesterov8bit": (1, 8),
@@ -143,8 +163,6 @@ def _bitsandbytes_bytes(name: str, n: int, args: dict) -> int:
     """uint8 moments and one fp32 absmax per 256-value block, fp32 moments under
     ``min_8bit_size`` values (or with 32 bits)."""
     states, bits = BITSANDBYTES[name]
-    if name.startswith("Paged") and n >= PAGED_FROM:
-        return 0
     if bits == 32 or n < args.get("min_8bit_size", 4096):
         return states * 4 * n
     return states * (n + 4 * math.ceil(n / 256))
@@ -175,24 +193,43 @@ def _state_bytes(config: TrainingConfig, shape: tuple[int, ...], zero: bool) -> 
     return p * LIKE_WEIGHT.get(name, 2) * n + fused
 
 
+def memory_notes(config: TrainingConfig) -> list[str]:
+    """What the estimate counts that may behave otherwise on a GPU."""
+    notes = []
+    if config.optimizer.startswith("Paged"):
+        notes.append(
+            f"{config.optimizer} keeps its state of {PAGED_FROM:,} values or more per weight in "
+            "CUDA unified memory: it is counted on the GPU here, and the driver pages it to "
+            "host memory when the GPU runs short (the job slows down rather than running out)"
+        )
+    return notes
+
+
 def optimizer_bytes(config: TrainingConfig, weights: list[tuple[tuple[int, ...], bool]]) -> int:
     """The optimizer state of ``weights`` (shape, starts at zero): :func:`lora_weights`."""
-    total = sum(_state_bytes(config, shape, zero) for shape, zero in weights)
+    alike = Counter(weights)  # DyLoRA's rows: thousands of one shape
+    total = sum(n * _state_bytes(config, shape, zero) for (shape, zero), n in alike.items())
     states, bits = BITSANDBYTES.get(config.optimizer, (0, 32))
     if bits == 8:  # its quantile maps, 256 fp32 each, shared by every 8-bit state
         total += 4 * 256 * states
     return total
 
 
-def _lora_by_block(config: TrainingConfig, arch: Architecture) -> tuple[int, dict[str, int]]:
-    """All LoRA weight bytes, and those of each UNet block ("text" for the encoders')."""
+def _lora_by_block(
+    config: TrainingConfig, arch: Architecture, tensors: list[Tensor]
+) -> tuple[int, dict[str, int]]:
+    """All network bytes (on the device from the start), and the trainable ones' of each
+    UNet block ("text" for the encoders'), whose gradients backward writes there."""
     p = 2 if config.full_bf16 else 4
     block_of = {layer.name: block.name for block in arch.unet.blocks for layer in block.layers}
+    total = 0
     by_block: dict[str, int] = {}
-    for part, layer, rank in lora_tensors(config, arch):
-        key = block_of.get(layer.name, "text") if part == "unet" else "text"
-        by_block[key] = by_block.get(key, 0) + p * layer.lora_parameters(rank)
-    return sum(by_block.values()), by_block
+    for tensor in tensors:
+        total += p * tensor.numel
+        if tensor.trainable:
+            key = block_of.get(tensor.layer, "text") if tensor.part == "unet" else "text"
+            by_block[key] = by_block.get(key, 0) + p * tensor.numel
+    return total, by_block
 
 
 def _optimizer_moment(config: TrainingConfig, lora: int) -> Moment:
@@ -246,19 +283,29 @@ def estimate_footprint(
     if cached_text_items < 0:
         raise ValueError("cached_text_items must not be negative")
     step = step_of(config, arch, bucket)
-    lora, by_block = _lora_by_block(config, arch)
+    tensors = network_tensors(config, arch)
+    lora, by_block = _lora_by_block(config, arch, tensors)
     accumulating = config.gradient_accumulation_steps > 1
     candidates = list(moments(arch, step, by_block, accumulating))
-    candidates.append(_optimizer_moment(config, lora))
+    candidates.append(_optimizer_moment(config, sum(by_block.values())))
     peak = max(candidates, key=lambda moment: moment.total)
-    parts = {
-        "weights": weight_bytes(config, arch),
-        "lora": lora,
-        "gradients": round(peak.gradients),
-        "optimizer": optimizer_bytes(config, lora_weights(config, arch)),
-        "activations": round(peak.activations) + _fp8_copies(arch, step, config),
-        "temporaries": round(peak.temporaries),
+    phases = {
+        STEP: {
+            "weights": weight_bytes(config, arch),
+            "lora": lora,
+            "gradients": round(peak.gradients),
+            "optimizer": optimizer_bytes(config, lora_weights(tensors)),
+            "activations": round(peak.activations)
+            + _fp8_copies(arch, step, config)
+            + rebuilt_weights(config, arch, step, tensors),
+            "temporaries": round(peak.temporaries),
+        }
     }
+    for name in caching_phases(config, step):
+        phases[name] = _caching_parts(name, config, arch, step, lora)
+    # On a tie the step is named (it comes first here): it is the phase a user tunes.
+    phase = max(phases, key=lambda name: sum(phases[name].values()))
+    parts = dict(phases[phase])
     peak_bytes = sum(parts.values())
     parts.update(allowances(peak_bytes))
     return Footprint(
@@ -266,4 +313,24 @@ def estimate_footprint(
         peak_bytes=peak_bytes,
         device_bytes=peak_bytes + sum(parts[name] for name in ALLOWANCES),
         step_flops=step_flops(arch, step, config.gradient_accumulation_steps),
+        phase=phase,
+        phases=phases,
     )
+
+
+def _caching_parts(
+    name: str, config: TrainingConfig, arch: Architecture, step: Step, lora: int
+) -> dict[str, int]:
+    """A caching phase's six parts: the frozen parts on the device at that moment, no
+    gradients nor optimizer state yet, and the encoding's high
+    (:mod:`trainer.estimate.phases`). Latents are cached by the fp32 VAE alone, before the
+    UNet, the encoders and the network reach the device; text by the encoders, with the
+    UNet and the network already there."""
+    if name == CACHING_LATENTS:
+        vae = arch.parameter_counts()["vae"] * 4  # fp32 (prepare_model)
+        high = latent_caching_bytes(config, arch, step)
+        return {"weights": vae, "lora": 0, "gradients": 0, "optimizer": 0,
+                "activations": high, "temporaries": 0}  # fmt: skip
+    weights = weight_bytes(config, arch, encoders=True, vae=not config.cache_latents)
+    return {"weights": weights, "lora": lora, "gradients": 0, "optimizer": 0,
+            "activations": text_caching_bytes(arch, step), "temporaries": 0}  # fmt: skip

@@ -89,6 +89,8 @@ class DyLoraModule(torch.nn.Module):
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         down, up = self._stack(self.lora_A, 0), self._stack(self.lora_B, 1)
+        if not torch.is_autocast_enabled(x.device.type):  # full_fp16 on fp32 compute (a CPU)
+            x = x.to(down.dtype)
         if self.conv3x3:
             out = F.conv2d(F.conv2d(x, down, **self.geometry), up)
         elif self.conv1x1:
@@ -144,6 +146,12 @@ class DyLoraNetwork(LoraNetwork):
         for module in self.dylora_modules(part):
             yield from module.lora_A
             yield from module.lora_B
+
+    def named_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        """Every row and column (``lora_A.<i>``, ``lora_B.<i>``) under its module's name."""
+        for module in self.dylora_modules():
+            for name, parameter in module.named_parameters():
+                yield f"{module.kohya_name}.{name}", parameter
 
     def file_tensors(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         state: dict[str, torch.Tensor] = {}

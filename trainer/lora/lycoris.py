@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from lycoris import kohya
+from lycoris.modules.dylora import DyLoraModule
 from lycoris.utils import precalculate_safetensors_hashes
 
 from trainer.errors import TrainerError
@@ -51,6 +52,14 @@ class LycorisNetwork(LoraNetwork):
             if part in (None, name):
                 for module in modules:
                     yield from module.parameters()
+
+    def named_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        """Each module's own parameters under its ``lora_name`` (the base layer it wraps is
+        kept outside the module by the library, so it is not among them)."""
+        for modules in self.parts.values():
+            for module in modules:
+                for name, parameter in module.named_parameters():
+                    yield f"{module.lora_name}.{name}", parameter
 
     def file_tensors(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """``LycorisNetworkKohya.save_weights``: its ``state_dict`` cast to ``dtype``."""
@@ -80,6 +89,7 @@ class LycorisNetwork(LoraNetwork):
                     "to the file's, or dim_from_weights)"
                 )
         self.library.load_state_dict(dict(tensors), strict=False)
+        _load_dylora_blocks(self.parts, tensors)
         loaded = self.library.state_dict()
         # Not bit-equal: Native Fine-Tuning loads W + diff and saves (W + diff) - W.
         missed = [k for k, v in tensors.items() if not _close(loaded[k].to(v), v)]
@@ -93,6 +103,31 @@ class LycorisNetwork(LoraNetwork):
         """``LycorisNetworkKohya.apply_max_norm_regularization`` (zeros when none scaled)."""
         scaled, mean, largest = self.library.apply_max_norm_regularization(max_norm, None)
         return MaxNormReport(int(scaled), float(mean), float(largest))
+
+
+@torch.no_grad()
+def _load_dylora_blocks(
+    parts: dict[str, list[torch.nn.Module]], tensors: dict[str, torch.Tensor]
+) -> None:
+    """LyCORIS/DyLoRA's file back into its blocks, which the library does not do (4.1.3:
+    ``modules/dylora.py: DyLoraModule`` saves ``lora_up`` (out, r) = ``up_list`` side by side
+    and ``lora_down`` (r, in, k...) = ``down_list`` stacked, in ``custom_state_dict``; its
+    ``load_state_dict`` returns at once and its parameters are ``up_list.<i>`` /
+    ``down_list.<i>``, names no file has). Here the same split, block by block."""
+    for module in (m for modules in parts.values() for m in modules):
+        if not isinstance(module, DyLoraModule):
+            continue
+        up = tensors.get(f"{module.lora_name}.lora_up.weight")
+        down = tensors.get(f"{module.lora_name}.lora_down.weight")
+        if up is None or down is None:
+            continue
+        size = module.block_size
+        down = down.reshape(module.lora_dim, -1)
+        for i, (up_block, down_block) in enumerate(
+            zip(module.up_list, module.down_list, strict=True)
+        ):
+            up_block.copy_(up[:, i * size : (i + 1) * size])
+            down_block.copy_(down[i * size : (i + 1) * size])
 
 
 def _close(loaded: torch.Tensor, saved: torch.Tensor) -> bool:
@@ -121,9 +156,16 @@ def build_lycoris(
     if config.dim_from_weights:
         if weights is None:
             raise TrainerError("dim_from_weights needs network_weights")
-        library, _ = kohya.create_network_from_weights(
-            1.0, str(weights), None, text_roots, unet_root, **kwargs
-        )
+        try:
+            library, _ = kohya.create_network_from_weights(
+                1.0, str(weights), None, text_roots, unet_root, **kwargs
+            )
+        except RuntimeError as exc:  # a module's tensors do not fit the layer they name
+            raise TrainerError(
+                f"dim_from_weights: lycoris-lora cannot rebuild the network of {weights.name}: "
+                f"{exc} (a LyCORIS/DyLoRA file with conv modules cannot be read by the library: "
+                "use network_weights without dim_from_weights, see docs/kohya-semantics.md)"
+            ) from exc
     else:
         library = kohya.create_network(
             1.0, config.network_dim, config.network_alpha, None, text_roots, unet_root,

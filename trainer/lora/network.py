@@ -78,6 +78,35 @@ class LoraNetwork:
                 yield module.down
                 yield module.up
 
+    def named_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        """Every weight under a stable name (``<kohya name>.<tensor>``), for training states."""
+        for module in self.modules:
+            yield f"{module.kohya_name}.lora_down.weight", module.down
+            yield f"{module.kohya_name}.lora_up.weight", module.up
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The weights as trained (their own dtype): what a training state stores. Unlike
+        ``file_tensors``, exact for every type (a LyCORIS file can hold derived tensors)."""
+        return {name: parameter.detach() for name, parameter in self.named_parameters()}
+
+    @torch.no_grad()
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Put back what ``state_tensors`` gave; the names and shapes must be this network's."""
+        own = dict(self.named_parameters())
+        missing = sorted(own.keys() - tensors.keys())
+        unknown = sorted(tensors.keys() - own.keys())
+        if missing or unknown:
+            name = (missing or unknown)[0]
+            what = "lacks" if missing else "has no place for"
+            raise ValueError(
+                f"the state {what} {name} ({len(missing) + len(unknown)} names differ)"
+            )
+        for name, parameter in own.items():
+            saved = tensors[name]
+            if saved.shape != parameter.shape:
+                raise ValueError(f"{name} has shape {tuple(saved.shape)}")
+            parameter.copy_(saved)
+
     def trainable(self, part: str | None = None) -> list[torch.nn.Parameter]:
         """What the optimizer steps (LoRA-FA leaves its frozen lora_down out)."""
         return [p for p in self.parameters(part) if p.requires_grad]

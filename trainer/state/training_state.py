@@ -1,6 +1,7 @@
 """Save and restore a run's full training state, so a resumed run continues exactly.
 
-One ``.safetensors`` file per state: the LoRA weights as trained (fp32), the
+One ``.safetensors`` file per state: the network's weights as trained (each type's
+own parameters in their training dtype: ``LoraNetwork.state_tensors``), the
 optimizer's tensors and every RNG state as tensors, and a JSON header in the
 file's metadata holding the rest (position in the run, scheduler, scalar
 optimizer state, what the run was). Nothing is unpickled: the file is read with
@@ -36,6 +37,7 @@ from trainer.storage import atomic_path
 
 FORMAT: Final = "lorabox.training-state/1"
 HEADER_KEY = "lorabox.training_state"
+NETWORK = "network."  # the prefix of the network's tensors; the codec's trees use other names
 # Keys that only name, describe or schedule outputs: a resumed run may change them.
 OUTPUT_ONLY = frozenset(
     {
@@ -93,9 +95,8 @@ def run_identity(config: TrainingConfig, s: Session | None = None) -> dict[str, 
 
 def save_training_state(s: Session, position: Position, path: Path) -> None:
     tensors = TensorStore()
-    for module in s.network.modules:
-        tensors.add(f"network.{module.kohya_name}.lora_down.weight", module.down)
-        tensors.add(f"network.{module.kohya_name}.lora_up.weight", module.up)
+    for name, tensor in s.network.state_tensors().items():
+        tensors.add(f"{NETWORK}{name}", tensor)
     trees = {
         "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(),
@@ -164,13 +165,9 @@ def restore_training_state(s: Session, path: Path, header: StateHeader) -> Posit
 
 
 def _restore_network(s: Session, tensors: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for module in s.network.modules:
-            for part, parameter in (("lora_down", module.down), ("lora_up", module.up)):
-                saved = tensors[f"network.{module.kohya_name}.{part}.weight"]
-                if saved.shape != parameter.shape:
-                    raise ValueError(f"{module.kohya_name}.{part} has shape {tuple(saved.shape)}")
-                parameter.copy_(saved)
+    s.network.load_state_tensors(
+        {name[len(NETWORK) :]: t for name, t in tensors.items() if name.startswith(NETWORK)}
+    )
 
 
 def _session_rngs(s: Session) -> dict[str, random.Random | torch.Generator]:

@@ -165,8 +165,10 @@ class Lorabox:
         idempotency_key: str | None = None,
         notify_url: str | None = None,
         reuse_dataset: bool = True,
+        priority: str | None = None,
     ) -> Job:
         """Queues a training job on ``dataset`` (a folder, a zip, or an uploaded Dataset).
+        ``priority``: ``low``, ``normal`` (the default) or, for admins, ``high``.
 
         Nothing is uploaded for a submission the server would refuse (``check`` runs first),
         and a dataset you uploaded before with the same content is reused. The same
@@ -184,6 +186,8 @@ class Lorabox:
                 ),
             )
         body = self._body(payload, model, chosen.id, name, notify_url)
+        if priority is not None:
+            body["priority"] = priority
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         try:
             data = self._http.json("POST", "/v1/jobs", json=body, headers=headers)

@@ -114,6 +114,24 @@ class Job:
         self.data = self._http.json("POST", f"/v1/jobs/{self.id}/stop")
         return self
 
+    def update(self, *, priority: str | None = None, held: bool | None = None) -> Job:
+        """A queued job's tier (``low``, ``normal``; admins: ``high``) and hold; the server
+        answers 409 once it runs."""
+        body: dict[str, Any] = {}
+        if priority is not None:
+            body["priority"] = priority
+        if held is not None:
+            body["held"] = held
+        self.data = self._http.json("PATCH", f"/v1/jobs/{self.id}", json=body)
+        return self
+
+    def hold(self) -> Job:
+        """Keep a queued job waiting until ``release``."""
+        return self.update(held=True)
+
+    def release(self) -> Job:
+        return self.update(held=False)
+
     def artifacts(self) -> list[dict[str, Any]]:
         """The job's files: ``{name, kind, size_bytes, sha256, ...}`` each."""
         listing = self._http.json("GET", f"/v1/jobs/{self.id}/artifacts")
