@@ -70,11 +70,11 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     pause_poll_interval_s: float = Field(default=1.0, gt=0)
     # Recovery (docs/reliability.md): a running job whose heartbeat is older than the lease
-    # timeout is re-queued, until `max_attempts` runs were lost (then `worker_lost`); a queued
-    # job whose message has not been claimed for `requeue_after_s` gets a fresh message.
+    # timeout is re-queued, until `max_attempts` runs were lost (then `worker_lost`). The
+    # reconciler also claims for its idle worker every `reconcile_interval_s`, so a job starts
+    # whatever happens to its wake message (docs/reliability.md, "Reconciler").
     lease_timeout_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
-    requeue_after_s: float = Field(default=900.0, gt=0)
     reconcile_interval_s: float = Field(default=15.0, gt=0)
     # A cancelled trainer that has not ended this long after the worker saw the cancel (stuck in
     # one call that can't poll, as reading a base model) is killed; the job ends `cancelled`.
@@ -87,11 +87,11 @@ class Settings(BaseSettings):
     # `worker_heartbeat_s`, idle or busy; one not heard from for `worker_expiry_s` no longer
     # counts. Submit keeps `vram_headroom_bytes` spare on a counted worker's card (the claim
     # compares the estimate with the card's free memory as it is, without it); a job short of
-    # free memory at its claim waits, and its message is sent again after `blocked_retry_s`.
+    # free memory at its claim waits (`blocked_reason: "gpu_memory"`) and the worker takes the
+    # next job that fits.
     worker_heartbeat_s: float = Field(default=10.0, gt=0)
     worker_expiry_s: float = Field(default=60.0, gt=0)
     vram_headroom_bytes: int = Field(default=1 * GiB, ge=0)
-    blocked_retry_s: float = Field(default=60.0, gt=0)
     # The time model's starting points (core/workers/model.py) until a worker has learned its
     # own from finished runs: the fraction of the GPU's peak a step reaches (a judgement for
     # SDXL LoRA steps, to calibrate with bench/gpu_sdxl.py), and seconds per job for loading,

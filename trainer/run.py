@@ -237,6 +237,10 @@ def build_session(
         cache = cache_image_latents(model, images, config, latent_generator, reporter, gate)
     if Offload.for_config(config).vae:  # the steps read the cached latents instead
         to_host(host, model.vae)
+    if cache is not None:
+        # Placing the model and building the network are loading, not caching: the workers'
+        # time model learns caching per image (core/workers/model.py) and loading per job.
+        reporter(PhaseChanged("loading"))
     place_for_steps(model, device)
     # Caching draws only from its own generators, so the network's initial weights take
     # the same global random numbers as when it was built before caching.

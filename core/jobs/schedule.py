@@ -24,18 +24,19 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from core.db.tables import Job, JobStatus, User, utcnow
 from core.jobs.queue import is_paused
+from core.jobs.submission import Priority
 from core.jobs.usage import decayed_usage, window_usage
 from core.settings import Settings
 from core.workers import placement
 
-TIERS = ("high", "normal", "low")
+TIERS: tuple[str, ...] = get_args(Priority)  # best first
 HELD, QUOTA, PAUSED = "held", "quota", "paused"
 Scheduler = Literal["fair", "fifo"]
 USAGE_DECIMALS = 3  # compare usage to the millisecond (see the module's docstring)

@@ -36,7 +36,6 @@ FAST = {
     "LORABOX_HEARTBEAT_INTERVAL_S": "0.5",
     "LORABOX_LEASE_TIMEOUT_S": "10",
     "LORABOX_RECONCILE_INTERVAL_S": "1",
-    "LORABOX_REQUEUE_AFTER_S": "12",
     "LORABOX_TEST_STEP_HOOK": "tests.worker.faults:hook",
     # One torch thread per trainer: two workers' trainers on two cores, each with an OpenMP
     # pool of two spinning threads, took 9 s for a 0.3 s step.

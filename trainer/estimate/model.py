@@ -172,7 +172,8 @@ def _state_bytes(config: TrainingConfig, shape: tuple[int, ...], zero: bool) -> 
     """Optimizer state of one LoRA weight, as its optimizer allocates it on the first step."""
     name, args = config.optimizer, config.optimizer_args
     n = math.prod(shape)
-    p = 2 if config.full_bf16 else 4  # the weight's (and its gradient's) dtype
+    # The weight's (and its gradient's) dtype: --full_fp16 / --full_bf16 cast the network.
+    p = 2 if config.full_bf16 or config.full_fp16 else 4
     if name in BITSANDBYTES:
         return _bitsandbytes_bytes(name, n, args)
     if name == "Adafactor":
@@ -220,7 +221,7 @@ def _lora_by_block(
 ) -> tuple[int, dict[str, int]]:
     """All network bytes (on the device from the start), and the trainable ones' of each
     UNet block ("text" for the encoders'), whose gradients backward writes there."""
-    p = 2 if config.full_bf16 else 4
+    p = 2 if config.full_bf16 or config.full_fp16 else 4
     block_of = {layer.name: block.name for block in arch.unet.blocks for layer in block.layers}
     total = 0
     by_block: dict[str, int] = {}

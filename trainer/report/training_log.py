@@ -32,7 +32,7 @@ from trainer.report.quiet import KnownNoise
 STEP_EVERY = 10
 SECONDS_EVERY = 10.0
 PHASES = {
-    "loading": "loading the base model and the dataset",
+    "loading": "loading the base model, the dataset and the network",
     "caching": "caching latents / text-encoder outputs",
     "training": "training",
     "saving": "saving",
