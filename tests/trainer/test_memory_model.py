@@ -244,3 +244,9 @@ def test_paged_state_is_counted_on_the_device_with_a_note():
     assert _step(paged)["optimizer"] == _step(plain)["optimizer"] > 0
     assert any("host memory" in note for note in memory_notes(paged))
     assert memory_notes(plain) == []
+
+
+def test_masked_loss_holds_the_batch_mask_at_the_peak():
+    plain = _step(_config())["activations"]
+    masked = _step(_config(masked_loss=True))["activations"]
+    assert masked - plain == 3 * 128 * 128 * 4  # the seed's (3, 1, h, w) fp32 mask at 1024²

@@ -267,6 +267,16 @@ def _fp8_copies(arch: Architecture, step: Step, config: TrainingConfig) -> int:
     return total * step.act_bytes
 
 
+def mask_bytes(config: TrainingConfig, step: Step) -> int:
+    """``masked_loss``: the batch's (B, 1, h, w) fp32 mask, area-averaged to the latents on the
+    host and then moved (trainer/loss.py: apply_mask); autograd keeps it for the backward
+    of ``loss * mask``, so it is there at the peak. The masked product itself is freed once
+    the mean is taken (the mean's backward needs only its shape)."""
+    if not config.masked_loss:
+        return 0
+    return step.batch * step.latent_hw[0] * step.latent_hw[1] * 4
+
+
 def estimate_footprint(
     config: TrainingConfig,
     arch: Architecture,
@@ -298,7 +308,8 @@ def estimate_footprint(
             "optimizer": optimizer_bytes(config, lora_weights(tensors)),
             "activations": round(peak.activations)
             + _fp8_copies(arch, step, config)
-            + rebuilt_weights(config, arch, step, tensors),
+            + rebuilt_weights(config, arch, step, tensors)
+            + mask_bytes(config, step),
             "temporaries": round(peak.temporaries),
         }
     }
