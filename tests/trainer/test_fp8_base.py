@@ -12,6 +12,7 @@ from trainer.data.batches import epoch_batches
 from trainer.data.folders import scan_dataset
 from trainer.hooks import null_reporter
 from trainer.loop import optimizer_step
+from trainer.models.fp8 import stored_dtype
 from trainer.models.loading import load_sdxl
 from trainer.plan import plan_from_scan
 from trainer.run import TrainingJob, build_session
@@ -53,13 +54,16 @@ def test_fp8_base_stores_the_frozen_weights_in_fp8_and_still_trains(
     s = build_session(job, scan, plan_from_scan(c, scan), null_reporter, seed=0)
     unet, te1, te2 = s.model.unet, s.model.text_encoder, s.model.text_encoder_2
     attention = unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1
-    assert attention.to_q.base_layer.weight.dtype == FP8
-    assert unet.down_blocks[0].resnets[0].conv1.weight.dtype == FP8
+    assert stored_dtype(attention.to_q.base_layer) == FP8
+    assert attention.to_q.base_layer.weight.dtype == torch.bfloat16  # each access: a copy
+    assert stored_dtype(unet.down_blocks[0].resnets[0].conv1) == FP8
     assert unet.down_blocks[0].resnets[0].norm1.weight.dtype == torch.bfloat16  # norms skipped
     for encoder in (te1, te2):
         weights = dict(encoder.named_parameters())
         for name in ("layers.0.self_attn.q_proj.base_layer", "layers.0.mlp.fc1.base_layer"):
-            (key,) = [k for k in weights if k.endswith(f"encoder.{name}.weight")]
+            (key,) = [
+                k for k in weights if k.endswith(f"encoder.{name}.parametrizations.weight.original")
+            ]
             assert weights[key].dtype == FP8
         (key,) = [k for k in weights if k.endswith("embeddings.token_embedding.weight")]
         assert weights[key].dtype == torch.bfloat16  # embeddings stay out, as in sd-scripts
@@ -85,4 +89,4 @@ def test_fp8_base_stores_the_frozen_weights_in_fp8_and_still_trains(
     ups = [module.up for module in s.network.modules if module.part == "unet"]
     assert all(up.dtype == torch.float32 for up in ups)
     assert sum(float(up.detach().abs().sum()) for up in ups) > 0  # the LoRA learnt
-    assert attention.to_q.base_layer.weight.dtype == FP8  # and the base stayed fp8
+    assert stored_dtype(attention.to_q.base_layer) == FP8  # and the base stayed fp8

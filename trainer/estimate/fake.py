@@ -112,9 +112,10 @@ def prepared_meta_model(config: TrainingConfig, config_dir: Path) -> MetaModel:
     """The trainer's ``prepare_model`` and ``build_network`` on meta; call outside
     FakeTensorMode (under it, factories make fake tensors, which can't be cast)."""
     if config.fp8_base:
-        # store_base_in_fp8 casts each layer in its forward pre-hook (Module.to), which a
-        # fake module refuses (see above).
-        raise NotImplementedError("fp8_base can't be traced: its layers cast themselves")
+        # Not taught yet: store_base_in_fp8 puts each layer's fp8 weight behind a
+        # parametrization that casts a copy at each access (trainer/models/fp8.py); the model
+        # counts both by formula (trainer/estimate/model.py: _fp8_savings, _fp8_copies).
+        raise NotImplementedError("fp8_base can't be traced yet")
     precision = config.mixed_precision  # what resolve_precision keeps on a CUDA device
     model = meta_sdxl(config_dir)
     prepare_model(model, config, torch.device("meta"), precision)

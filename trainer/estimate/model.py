@@ -95,7 +95,7 @@ def _frozen_bytes(config: TrainingConfig) -> int:
 def _fp8_savings(arch: Architecture, on_device: list[str], dtype_bytes: int) -> int:
     """``fp8_base`` (``trainer.models.fp8``): every Linear / Conv2d weight and bias of the
     UNet and the encoders is stored in one byte instead of ``dtype_bytes``; norms and the
-    encoders' embeddings keep the compute dtype (diffusers' layerwise casting skips them)."""
+    encoders' embeddings keep the compute dtype (diffusers' layerwise-casting skips)."""
     layers = [layer for block in arch.unet.blocks for layer in block.layers]
     layers += list(arch.unet.embedding_layers)
     saved = sum(layer.parameters for layer in layers)
