@@ -139,13 +139,17 @@ def _steer(case: Any) -> None:
         body["file"] = STEERED_ZIP
     elif case.operation.label == "POST /v1/jobs" and isinstance(body, dict):
         body.update(base_model="base", params=small_payload(), reg_dataset_id=None, notify_url=None)
+        if body.get("priority") == "high":  # only admins may (core/jobs/priorities.py)
+            body["priority"] = "normal"
 
 
 # Where state lives: the rest (health, models, queue, account) is covered above.
 WORKFLOW_PATHS = "^/v1/(datasets|jobs)"
 STEERED_ZIP = zip_bytes({"1_toy/a.png": png_bytes(), "1_toy/a.txt": b"a toy"})
 WORKFLOW = settings(
-    max_examples=15,
+    # 15 stopped reaching POST /v1/jobs once PATCH /v1/jobs/{id} joined the schema (the
+    # derandomized rule choices shifted); 30 reach every kind of job operation in ~12 s.
+    max_examples=30,
     stateful_step_count=10,
     derandomize=True,
     deadline=None,
