@@ -1,12 +1,17 @@
 """A mixed workload on one CPU worker under `fifo` and `fair` (docs/scheduling.md).
 
-    python -m bench.fair_share [--unit-steps 4] [--schedulers fifo,fair]
+    python -m bench.fair_share [--unit-steps 4] [--schedulers fifo,fair] [--warm-up 0]
 
 Ten jobs of the miniature SDXL from three users, sizes 1 to 5 units of ``--unit-steps``
 steps: ``heavy`` queues five big ones first, then ``medium`` three, then ``light`` two small
 ones, all before the first has finished. Prints each user's mean wait (submission to start)
 under each scheduler, and how far the forecast start stored right after the last submission
 (``estimated_start_at``) was from the real start: median and largest absolute error.
+
+``--warm-up N`` first runs N jobs of a fourth user to the end, so the worker has learned its
+efficiency and allowances from finished runs (core/workers/model.py) as a box that has run
+jobs before has: the forecast error then is the time model's, not its defaults' (a fresh
+worker assumes 60 s of loading per job; the miniature loads in about a second).
 """
 
 from __future__ import annotations
@@ -56,14 +61,22 @@ def _wait_for_worker(settings: Settings) -> None:
         db.dispose()
 
 
-def run(scheduler: str, models: Path, unit_steps: int) -> dict[str, Any]:
+def _finish(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] in ("queued", "running"):
+        time.sleep(0.5)
+    assert job["status"] == "succeeded", job
+    return dict(job)
+
+
+def run(scheduler: str, models: Path, unit_steps: int, warm_up: int = 0) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="lorabox-bench-fair-"))
     os.environ["LORABOX_SCHEDULER"] = scheduler  # the API's forecast and the worker's claim
     settings = Settings(home=tmp, models_dir=models, queue_name=f"fair-{uuid.uuid4().hex[:6]}")
     prepare(settings)
     db = Database(settings.database_url, pool_size=1)
     with db.writing() as session:
-        tokens = {name: add_user(session, name=name) for name in ("heavy", "medium", "light")}
+        tokens = {name: add_user(session, name=name)
+                  for name in ("heavy", "medium", "light", "warm-up")}  # fmt: skip
     db.dispose()
     api, url = start_api(settings)
     worker = start(["worker"], settings, tmp / "worker.log")
@@ -73,6 +86,10 @@ def run(scheduler: str, models: Path, unit_steps: int) -> dict[str, Any]:
                                    timeout=60) for n, t in tokens.items()}  # fmt: skip
         datasets = {n: c.post("/v1/datasets", files={"file": ("d.zip", dataset_zip())}).json()["id"]
                     for n, c in clients.items()}  # fmt: skip
+        for i in range(warm_up):  # sizes 1 to 4 units: the learning sees steps vary
+            body = {"dataset_id": datasets["warm-up"], "base_model": "tiny-sdxl",
+                    "params": _params((1 + i % 4) * unit_steps)}  # fmt: skip
+            _finish(clients["warm-up"], clients["warm-up"].post("/v1/jobs", json=body).json()["id"])
         jobs = []
         for user, size in WORKLOAD:
             body = {"dataset_id": datasets[user], "base_model": "tiny-sdxl",
@@ -82,15 +99,7 @@ def run(scheduler: str, models: Path, unit_steps: int) -> dict[str, Any]:
             jobs.append((user, response.json()["id"]))
         forecast = {j: clients[u].get(f"/v1/jobs/{j}").json()["estimated_start_at"]
                     for u, j in jobs}  # fmt: skip
-        done = {}
-        for user, job_id in jobs:
-            while (job := clients[user].get(f"/v1/jobs/{job_id}").json())["status"] in (
-                "queued",
-                "running",
-            ):
-                time.sleep(0.5)
-            assert job["status"] == "succeeded", job
-            done[job_id] = job
+        done = {job_id: _finish(clients[user], job_id) for user, job_id in jobs}
     finally:
         stop(worker)
         stop(api)
@@ -125,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--unit-steps", type=int, default=4)
     parser.add_argument("--schedulers", default="fifo,fair")
+    parser.add_argument("--warm-up", type=int, default=0, help="jobs run before the workload")
     args = parser.parse_args()
     from trainer.models.tiny import write_tiny_sdxl
 
@@ -132,7 +142,7 @@ def main() -> None:
     try:
         write_tiny_sdxl(models)
         for scheduler in args.schedulers.split(","):
-            report(scheduler, run(scheduler, models, args.unit_steps))
+            report(scheduler, run(scheduler, models, args.unit_steps, args.warm_up))
     finally:
         shutil.rmtree(models, ignore_errors=True)
 

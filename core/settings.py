@@ -109,6 +109,14 @@ class Settings(BaseSettings):
     preempt_after_s: float | None = Field(default=None, gt=0)
     preempt_max: int = Field(default=3, ge=0)
 
+    @property
+    def wake_grace_s(self) -> float:
+        """How long a newly queued job is left to its wake message before an idle worker's
+        reconciler claims it itself: half the reconcile interval, at most 5 s. The worker the
+        message wakes should take the job (docs/reliability.md, "Reconciler"), and a job whose
+        message is lost still starts within ``reconcile_interval_s``."""
+        return min(5.0, self.reconcile_interval_s / 2)
+
     def db_limits(self) -> CallLimits:
         return CallLimits(
             call_timeout_s=self.db_call_timeout_s,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from core.db import Database
@@ -27,15 +28,19 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler(threading.Thread):
-    def __init__(self, settings: Settings, wake: Callable[[], bool] | None = None) -> None:
+    def __init__(self, settings: Settings, wake: Callable[[], float | None] | None = None) -> None:
         super().__init__(name="lorabox-reconciler", daemon=True)
         self.settings = settings
-        self.wake = wake  # starts this process's worker on an eligible job, if it is idle
+        # Starts this process's worker on an eligible job if it is idle; returns the seconds
+        # until a job still left to its message becomes this worker's to start (or None).
+        self.wake = wake
         self.db = Database.for_settings(settings, pool_size=1)
         self.broker = Broker(settings)  # its own connection: kombu's are not thread-safe
         self.stopped = threading.Event()
 
-    def run_once(self) -> list[str]:
+    def run_once(self) -> float | None:
+        """One pass; returns the seconds until a job still left to its message is this
+        worker's to start (None: nothing to retry before the next pass)."""
         ids = reconcile(self.db, self.settings)
         for job_id in ids:
             send_or_defer(self.broker, self.db, self.settings, job_id)
@@ -45,18 +50,31 @@ class Reconciler(threading.Thread):
         with self.db.writing() as session:
             preempt_if_due(session, self.settings)  # docs/scheduling.md, "Preemption"
             refresh_forecast(session, self.settings)
-        if self.wake is not None:  # after the refresh: a job that became eligible starts
-            self.wake()
-        return ids
+        return self.wake_idle()  # after the refresh: a job that became eligible starts
+
+    def wake_idle(self) -> float | None:
+        return self.wake() if self.wake is not None else None
 
     def run(self) -> None:
         while True:
-            try:
-                self.run_once()
-            except Exception:  # noqa: BLE001 - a database or broker outage must not end the loop
-                log.exception("reconciler pass failed; retrying")
-            if self.stopped.wait(self.settings.reconcile_interval_s):
+            next_pass = time.monotonic() + self.settings.reconcile_interval_s
+            again = self._guarded(self.run_once)
+            # A job still left to its message is woken when that grace ends, not a whole
+            # interval later: a lost message delays a start by the grace alone.
+            while again is not None and time.monotonic() + again < next_pass:
+                if self.stopped.wait(again):
+                    return
+                again = self._guarded(self.wake_idle)
+            if self.stopped.wait(max(0.0, next_pass - time.monotonic())):
                 return
+
+    @staticmethod
+    def _guarded(step: Callable[[], float | None]) -> float | None:
+        try:
+            return step()
+        except Exception:  # noqa: BLE001 - a database or broker outage must not end the loop
+            log.exception("reconciler pass failed; retrying")
+            return None
 
     def stop(self) -> None:
         self.stopped.set()

@@ -31,6 +31,7 @@ from core.jobs.broker import Broker, send_or_defer
 from core.jobs.claim import ClaimingWorker, claim_next, take
 from core.jobs.events import record_event
 from core.jobs.forecast import refresh_after_change
+from core.jobs.preemption import record_preemption
 from core.jobs.queue import is_paused
 from core.jobs.recovery import release
 from core.jobs.schedule import first_fitting
@@ -193,6 +194,8 @@ def finish(
 def _record_end(ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome) -> None:
     if outcome.release is not None:
         with ctx.db.writing() as session:
+            if outcome.release == "preempted":  # counted with the hand-back, or not at all
+                record_preemption(session, job_id=job_id, attempt=attempt, step=outcome.step)
             status = release(
                 session, ctx.settings, job_id=job_id, attempt=attempt, reason=outcome.release,
                 lost=outcome.lost, detail=outcome.message,
@@ -267,32 +270,34 @@ def _run_claimed(
         refresh_after_change(ctx.db, ctx.settings)
 
 
-def wake_locally(ctx: WorkerContext) -> bool:
+def wake_locally(ctx: WorkerContext) -> float | None:
     """The reconciler's wake-up, which needs no broker: when this worker is idle and a job
     it can run is eligible, a thread of this process claims it (``run_job``), whatever
     happened to the messages.
 
-    Not for a job queued (or re-queued) less than one reconcile interval ago: its message is
-    on its way, and the worker it wakes, not whichever idle worker's pass comes first, should
-    take it (docs/reliability.md, "Reconciler")."""
+    A job queued (or handed back) less than ``wake_grace_s`` ago is left to its message: the
+    worker it wakes, not whichever idle worker's pass comes first, should take it. Returns
+    the seconds until that grace ends (the reconciler tries again then, not a whole interval
+    later: docs/reliability.md, "Reconciler"), else None."""
     if not ctx.ready.is_set() or ctx.slot.locked() or shutdown_requested.is_set():
-        return False
+        return None
     with ctx.db.reading() as session:
         job = first_fitting(session, ctx.settings, free_bytes=ctx.device.free_memory_bytes())
         if job is None:
-            return False
+            return None
         queued_since = sa.func.coalesce(Job.heartbeat_at, Job.created_at)
         since = session.scalar(sa.select(queued_since).where(Job.id == job.id))
     if since is None:
-        return False
-    if (utcnow() - since).total_seconds() < ctx.settings.reconcile_interval_s:
-        return False  # the next pass wakes it if its message went missing
+        return None
+    left_s = ctx.settings.wake_grace_s - (utcnow() - since).total_seconds()
+    if left_s > 0:
+        return left_s
     ctx.local_runs[:] = [t for t in ctx.local_runs if t.is_alive()]
     run = threading.Thread(target=run_job, args=(ctx,), name="lorabox-local-wake", daemon=True)
     ctx.local_runs.append(run)
     run.start()
     log.info("woke this worker for job %s (no message came for it)", job.id)
-    return True
+    return None
 
 
 def join_local_runs(ctx: WorkerContext, timeout_s: float) -> None:

@@ -33,7 +33,7 @@ from sqlalchemy.exc import OperationalError
 
 from core.db import Database, Job
 from core.db.tables import JobStatus, utcnow
-from core.jobs.preemption import record_preemption, requested_for
+from core.jobs.preemption import requested_for
 from core.settings import Settings
 from trainer.hooks import Event
 from trainer.storage import remove_temporaries
@@ -64,6 +64,7 @@ class Outcome:
     message: str | None = None
     # Why the run goes back to the queue: "trainer_died", "shutdown", "preempted".
     release: str | None = None
+    step: int | None = None  # the step a suspended trainer saved its state at
 
     @property
     def lost(self) -> bool:
@@ -212,17 +213,12 @@ class Supervisor:
 
     def _suspended(self, payload: dict[str, Any]) -> Outcome:
         """The trainer saved its state and ended: a shutdown's hand-back, or a preemption's
-        (counted on the row before the job goes back; docs/scheduling.md, "Preemption")."""
+        (counted on the row in the hand-back's transaction: worker/runner.py: _record_end;
+        docs/scheduling.md, "Preemption")."""
         if not self._preempting or self._shutting_down:
             return Outcome(None, release="shutdown")
         self._flush_within_lease()  # the state's artifact event first: the resume reads it
-        with self.db.writing() as session:
-            mine = record_preemption(
-                session, job_id=self.job_id, attempt=self.attempt, step=payload.get("step")
-            )
-        if not mine:
-            raise Fenced(self.job_id)
-        return Outcome(None, release="preempted")
+        return Outcome(None, release="preempted", step=payload.get("step"))
 
     def _write_pending(self) -> None:
         """In order; an event stays pending while the database is unreachable."""

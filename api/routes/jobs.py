@@ -112,6 +112,8 @@ def update(job_id: str, body: JobUpdate, ctx: Ctx, user: CurrentUser) -> JobRead
         job = service.get_job(session, user=user, job_id=job_id)
         changed = update_job(session, user=user, job=job, priority=body.priority, held=body.held)
     if changed:  # the queue's order moved: positions, forecasts, and an idle worker may start
+        if body.held is False:
+            send_or_defer(ctx.broker, ctx.db, ctx.settings, job_id)  # released: it may start
         refresh_after_change(ctx.db, ctx.settings)
     with ctx.db.reading() as session:
         return one_job(session, service.get_job(session, user=user, job_id=job_id))

@@ -10,6 +10,7 @@ from api.routes.deps import Ctx, CurrentUser
 from api.schemas.queue import QueueRead, QueueStateRead
 from api.views import queue_read
 from core.jobs import queue
+from core.jobs.broker import send_or_defer
 from core.jobs.team_queue import MAX_PAGE, read_queue
 from core.workers import counted_workers
 
@@ -27,8 +28,16 @@ def pause(ctx: Ctx, user: CurrentUser) -> QueueStateRead:
 
 @router.post("/resume", response_model=QueueStateRead)
 def resume(ctx: Ctx, user: CurrentUser) -> QueueStateRead:
+    """Admins: idle workers start on the queue again (each is woken at once)."""
     with ctx.db.writing() as session:
-        return QueueStateRead(paused=queue.set_paused(session, user=user, paused=False))
+        paused = queue.set_paused(session, user=user, paused=False)
+        idle = sum(w.state == "idle" for w in counted_workers(session, ctx.settings))
+    # One wake-up per idle worker; one that finds nothing eligible goes idle again, and a
+    # lost one is the reconciler's (docs/reliability.md, "Reconciler").
+    for _ in range(max(1, idle)):
+        if not send_or_defer(ctx.broker):
+            break
+    return QueueStateRead(paused=paused)
 
 
 @router.get("", response_model=QueueRead)

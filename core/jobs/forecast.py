@@ -32,8 +32,10 @@ from core.db.tables import Job, JobStatus, utcnow
 from core.errors import Unavailable
 from core.jobs.claim import queue_lock
 from core.jobs.estimate import worker_fit
+from core.jobs.quotas import QuotaClock
 from core.jobs.schedule import (
     PAUSED,
+    QUOTA,
     Scheduler,
     Standing,
     blocked_reason,
@@ -193,44 +195,61 @@ def play_queue(
         out[job.id] = Forecast(job.started_at, ends[job.id])
     lanes = [_Lane(w, ends.get(w.current_job_id) if w.current_job_id else now) for w in workers]
     shares = _Shares(policy, now)
+    quotas = QuotaClock(policy.standing.quotas if policy else {})
     for job in running:
         shares.add(job, now, ends[job.id])
+        if quotas:
+            quotas.add(job.owner_id, now, ends[job.id])
     line = _Line(policy)
     standing = replace(policy.standing, paused=False) if policy else None
+    over_quota = set()  # played too: they start when their owner's window frees enough
     for job in queued:
         reason = blocked_reason(job, standing) if standing else None
         held_nowhere = lanes and not any(_fit(lane, job, headroom_bytes)[0] for lane in lanes)
         if reason is None and held_nowhere:
             reason = NO_FITTING_WORKER
-        if reason is not None:
+        if reason == QUOTA and not held_nowhere:
+            over_quota.add(job.id)
+            line.add(job)
+        elif reason is not None:
             out[job.id] = Forecast(None, None, reason)
         else:
             line.add(job)
-    _play(line, lanes, shares, out, now=now, headroom_bytes=headroom_bytes)
+    _play(line, lanes, (shares, quotas), out, now=now, headroom_bytes=headroom_bytes)
+    for job_id in over_quota:  # why it waits now, whenever it is played to start
+        out[job_id] = replace(out[job_id], blocked_reason=QUOTA)
     if paused:  # the order stands, the times don't: nothing starts until an admin resumes
-        out |= {job.id: Forecast(None, None, PAUSED, out[job.id].position) for job in queued
-                if out[job.id].blocked_reason in (None, NO_FITTING_WORKER)}  # fmt: skip
+        for job in queued:
+            f = out[job.id]
+            if f.blocked_reason in (None, NO_FITTING_WORKER, QUOTA):
+                reason = QUOTA if f.blocked_reason == QUOTA else PAUSED
+                out[job.id] = Forecast(None, None, reason, f.position)
     return out
 
 
 def _play(
     line: _Line,
     lanes: list[_Lane],
-    shares: _Shares,
+    clocks: tuple[_Shares, QuotaClock],
     out: dict[str, Forecast],
     *,
     now: datetime,
     headroom_bytes: int,
 ) -> None:
+    shares, quotas = clocks
     live = list(lanes)  # workers that may still take a job
     position = 0
     while line:
         lane = min((x for x in live if x.free_at is not None), key=_free_at, default=None)
         at = max(lane.free_at or now, now) if lane else now
-        order = line.walk(shares.at(at))
-        job = next((j for j in order if lane is None or _fit(lane, j, headroom_bytes)[0]), None)
-        if job is None:  # nothing left that this worker holds: it idles from here on
-            live.remove(lane)  # type: ignore[arg-type]
+        job, waiting = _first_to_start(line.walk(shares.at(at)), lane, quotas, at, headroom_bytes)
+        if job is None:  # what this worker holds waits for quota, or there is nothing left
+            assert lane is not None
+            resume = min(filter(None, (quotas.frees_at(o, at) for o in waiting)), default=None)
+            if resume is None:  # nothing it will ever hold: it idles from here on
+                live.remove(lane)
+            else:
+                lane.free_at = resume
             continue
         line.remove(job)
         position += 1
@@ -239,12 +258,49 @@ def _play(
             out[job.id] = Forecast(None, None, None, position)
             if lane is not None:
                 lane.free_at = None
-                shares.add(job, at, None)
+                _add_run(clocks, job, at, None)
             continue
         finish = at + timedelta(seconds=seconds)
         lane.free_at = finish
-        shares.add(job, at, finish)
+        _add_run(clocks, job, at, finish)
         out[job.id] = Forecast(at, finish, None, position)
+
+
+def _first_to_start(
+    order: Iterator[Any], lane: _Lane | None, quotas: QuotaClock, at: datetime, headroom: int
+) -> tuple[Any | None, set[int]]:
+    """The first job in ``order`` that the lane's worker holds and whose owner's quota is not
+    spent at ``at`` (with no lane, the first job), and the owners passed over for quota that
+    have a job the worker holds."""
+    if lane is None:
+        return next(order, None), set()
+    if not quotas:
+        return next((j for j in order if _fit(lane, j, headroom)[0]), None), set()
+    spent: set[int] = set()  # owners whose quota is spent at ``at``
+    waiting: set[int] = set()  # of those, the ones with a job this worker holds
+    checked: set[int] = set()
+    for job in order:
+        owner = job.owner_id
+        if owner not in checked:
+            checked.add(owner)
+            if quotas.spent(owner, at):
+                spent.add(owner)
+        if owner in waiting or not _fit(lane, job, headroom)[0]:
+            continue
+        if owner in spent:
+            waiting.add(owner)
+            continue
+        return job, waiting
+    return None, waiting
+
+
+def _add_run(
+    clocks: tuple[_Shares, QuotaClock], job: Any, start: datetime, end: datetime | None
+) -> None:
+    shares, quotas = clocks
+    shares.add(job, start, end)
+    if quotas:
+        quotas.add(job.owner_id, start, end)
 
 
 def _free_at(lane: _Lane) -> datetime:

@@ -210,8 +210,9 @@ def requested_for(session: Session, job_id: str, attempt: int) -> bool:
 
 
 def record_preemption(session: Session, *, job_id: str, attempt: int, step: int | None) -> bool:
-    """The suspended attempt's bookkeeping, before it is handed back: one more preemption,
-    the request cleared, a ``preempted`` event. False when the attempt no longer owns it."""
+    """The suspended attempt's bookkeeping, in the transaction that hands it back
+    (``worker/runner.py: _record_end``): one more preemption, the request cleared, a
+    ``preempted`` event. False when the attempt no longer owns it."""
     done = session.execute(
         sa.update(Job)
         .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING)

@@ -20,7 +20,6 @@ Usage is compared rounded to the millisecond: two owners whose usage differs by 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,10 +28,11 @@ from typing import Any, Literal, Protocol, TypeVar, get_args
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from core.db.tables import Job, JobStatus, User, utcnow
+from core.db.tables import Job, JobStatus, utcnow
 from core.jobs.queue import is_paused
+from core.jobs.quotas import Quota, QuotaClock, read_quotas
 from core.jobs.submission import Priority
-from core.jobs.usage import decayed_usage, window_usage
+from core.jobs.usage import decayed_usage
 from core.settings import Settings
 from core.workers import placement
 
@@ -81,6 +81,7 @@ class Standing:
     paused: bool = False
     usage: Mapping[int, float] = field(default_factory=dict)
     over_quota: frozenset[int] = frozenset()
+    quotas: Mapping[int, Quota] = field(default_factory=dict)  # the forecast plays them on
 
 
 def tier(priority: str | None) -> int:
@@ -115,30 +116,15 @@ def eligible(jobs: Iterable[J], standing: Standing) -> list[J]:
     return [job for job in jobs if blocked_reason(job, standing) is None]
 
 
-def over_quota(session: Session, now: datetime) -> frozenset[int]:
-    """Owners with a budget whose undecayed usage inside their rolling window reached it."""
-    rows = session.execute(
-        sa.select(User.id, User.quota_gpu_seconds, User.quota_window_s).where(
-            User.quota_gpu_seconds.is_not(None), User.quota_window_s.is_not(None)
-        )
-    ).all()
-    by_window: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for user_id, budget, window in rows:
-        by_window[int(window or 0)].append((user_id, int(budget or 0)))  # both set: the query
-    spent = set()
-    for window, users in by_window.items():
-        used = window_usage(session, user_ids=[u for u, _ in users], window_s=window, now=now)
-        spent |= {u for u, budget in users if used.get(u, 0.0) >= budget}
-    return frozenset(spent)
-
-
 def read_standing(session: Session, settings: Settings, now: datetime | None = None) -> Standing:
     now = now or utcnow()
+    quotas = read_quotas(session, now)
     return Standing(
         now=now,
         paused=is_paused(session),
         usage=decayed_usage(session, half_life_s=settings.fairshare_half_life_s, now=now),
-        over_quota=over_quota(session, now),
+        over_quota=frozenset(o for o in quotas if QuotaClock(quotas).spent(o, now)),
+        quotas=quotas,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.db import Database, Job, JobEvent, User
@@ -139,3 +140,28 @@ def test_metrics_count_each_user_s_gpu_seconds_and_queue_waits(service, job_body
     assert samples[("lorabox_queue_wait_seconds_sum", ())] == 90
     assert samples[("lorabox_queue_wait_seconds_bucket", (("le", "60.0"),))] == 0
     assert samples[("lorabox_queue_wait_seconds_bucket", (("le", "300.0"),))] == 1
+
+
+def _wake_messages(service) -> int:
+    """Wake-ups waiting in the embedded broker (kombu's SQLAlchemy transport: one row each)."""
+    engine = sa.create_engine(service.settings.broker_url.removeprefix("sqla+"))
+    with engine.connect() as connection:
+        count = connection.execute(sa.text("SELECT count(*) FROM kombu_message")).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
+def test_a_release_and_a_resume_each_wake_a_worker_at_once(service, job_body):
+    """Without these wake-ups an idle worker would start the job only at its reconciler's
+    next pass (docs/reliability.md, "Reconciler")."""
+    job_id = service.submit("alice", job_body).json()["id"]
+    sent = _wake_messages(service)  # the submit's
+    assert _patch(service, "alice", job_id, held=True).status_code == 200
+    assert _wake_messages(service) == sent  # a hold wakes nobody
+    assert _patch(service, "alice", job_id, held=False).status_code == 200
+    assert _wake_messages(service) == sent + 1
+    admin = service.as_("admin")
+    assert service.client.post("/v1/queue/pause", headers=admin).status_code == 200
+    assert _wake_messages(service) == sent + 1
+    assert service.client.post("/v1/queue/resume", headers=admin).json() == {"paused": False}
+    assert _wake_messages(service) == sent + 2  # no worker counted yet: one wake-up anyway

@@ -85,9 +85,9 @@ def test_a_toy_trace_counts_the_prepared_weights_to_the_byte(tiny_config_dir: Pa
     assert abs(model.step_flops - trace.step_flops) <= 0.01 * trace.step_flops
 
 
-# Full size: the grid's small payloads (bench/memory_model.py: SMALL), each traced once for
-# every test that reads it.
-VARIANTS = ("small", "small_batch2", "small_rank32", "small_checkpointing")
+# Full size: three of the grid's small payloads (bench/memory_model.py: SMALL, which traces
+# the whole grid), each traced once for every test that reads it (~20 s each on CPU).
+VARIANTS = ("small", "small_batch2", "small_checkpointing")
 
 
 @cache
@@ -129,12 +129,15 @@ def test_the_fitted_model_agrees_with_the_trace(variant: str):
 
 @pytest.mark.slow
 def test_full_size_peak_grows_with_batch_and_rank_and_checkpointing_lowers_it():
-    base, batch2, rank32 = full_size("small"), full_size("small_batch2"), full_size("small_rank32")
+    base, batch2 = full_size("small"), full_size("small_batch2")
     checkpointed = full_size("small_checkpointing")
     assert batch2.peak_bytes > base.peak_bytes
     assert batch2.parts["activations"] > 1.5 * base.parts["activations"]
-    assert rank32.parts["lora"] == 4 * base.parts["lora"]  # LoRA parameters scale with rank
-    assert rank32.peak_bytes > base.peak_bytes
+    # Rank from the fitted model, which the traces above hold to the byte on the LoRA and
+    # optimizer parts (a fourth trace would add ~20 s to CI; bench/memory_model.py traces it).
+    rank32 = modelled("small_rank32")
+    assert rank32.parts["lora"] == 4 * modelled("small").parts["lora"]
+    assert rank32.peak_bytes > modelled("small").peak_bytes
     assert checkpointed.peak_bytes < base.peak_bytes
     assert checkpointed.parts["activations"] < base.parts["activations"] / 2
 

@@ -116,23 +116,27 @@ def test_two_workers_start_a_s_first_two_at_once_b_s_third_and_each_job_once(
         _once_each(f, [*a, b])
 
 
-def test_with_every_message_lost_a_new_job_starts_within_two_reconcile_intervals(
+def test_with_every_message_lost_a_new_job_starts_within_the_reconcile_interval(
     tmp_path: Path, tiny_models_dir: Path, e2e_zip: bytes, e2e_payload: Any
 ) -> None:
     """The API sends its wake-ups to a queue no worker reads: every one is lost. The idle
-    worker's reconciler (every 2 s here) starts the job itself, at its first pass after the
-    job has waited one interval for its message (worker/runner.py: wake_locally)."""
+    worker's reconciler (every 2 s here) starts the job itself once the job has been left to
+    its message for the grace (1 s: worker/runner.py: wake_locally), whenever in the
+    interval it was submitted."""
     interval = 2.0
     with fault_stack(tmp_path, tiny_models_dir, queue_name="lorabox-void") as f:
         f.start_worker(LORABOX_QUEUE_NAME="lorabox-read",
                        LORABOX_RECONCILE_INTERVAL_S=str(interval))  # fmt: skip
         _ready(f, 1)
         dataset = f.stack.dataset(e2e_zip)
-        for _ in range(2):
+        grace = interval / 2  # Settings.wake_grace_s
+        for pause in (0.0, 0.7):  # two different moments of the reconciler's cycle
+            time.sleep(pause)
             submitted = time.time()
             job_id = f.stack.submit(_body(dataset, e2e_payload))["id"]
             job, _ = f.stack.wait(job_id, lambda j: j["started_at"] is not None, 60)
             waited = _started_at(job).timestamp() - submitted
-            assert interval <= waited <= 2 * interval + 1.5, waited
+            # The upper bound allows one second for the claim on a busy 2-core box.
+            assert grace - 0.1 <= waited <= interval + 1.0, waited
             assert f.finished(job_id)["status"] == "succeeded"
         _once_each(f, [job_id])

@@ -5,6 +5,7 @@ nothing eligible (held, paused, too big for its free memory), does not."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from core.db import Job
 from core.db.migrate import upgrade
 from core.db.tables import QueueState
 from core.settings import Settings
-from tests.worker.queued_jobs import GIB, DeviceWithFree, in_order
+from tests.worker.queued_jobs import GIB, DeviceWithFree, in_order, queued_job
 from worker import runner
 from worker.reconciler import Reconciler
 
@@ -62,5 +63,38 @@ def test_an_idle_worker_is_woken_for_an_eligible_job_that_fits_and_only_then(
     with ctx.slot:  # this process runs a job already
         assert not woke()
     assert woke()  # released, resumed, idle: it claims (in a thread of its own)
+    reconciler.db.dispose()
+    ctx.db.dispose()
+
+
+def test_a_new_job_is_left_to_its_message_for_the_grace_then_woken_before_the_next_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass that finds a job queued just now leaves it to its wake message for
+    ``wake_grace_s`` (half the interval here: 2 of 4 s), then wakes this worker for it when
+    the grace ends: a lost message delays the start by the grace, not by a whole interval."""
+    settings = Settings(home=tmp_path / "home", reconcile_interval_s=4.0)
+    settings.ensure_dirs()
+    upgrade(settings.database_url)
+    ctx = runner.WorkerContext.from_settings(settings, device=DeviceWithFree(4 * GIB))
+    ctx.ready.set()
+    woken_at: list[float] = []
+    monkeypatch.setattr(runner, "run_job", lambda *_, **__: woken_at.append(time.monotonic()))
+    reconciler = Reconciler(settings, wake=lambda: runner.wake_locally(ctx))
+    with ctx.db.writing() as session:
+        queued_job(session, need_gib=1)
+    queued = time.monotonic()
+    assert reconciler.run_once() == pytest.approx(settings.wake_grace_s, abs=0.5)
+    assert not woken_at  # the message's turn
+    reconciler.start()
+    try:
+        deadline = queued + settings.reconcile_interval_s
+        while not woken_at and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        reconciler.stop()
+        reconciler.join(10)
+    assert woken_at, "not woken before the next pass"
+    assert settings.wake_grace_s - 0.1 <= woken_at[0] - queued < settings.reconcile_interval_s
     reconciler.db.dispose()
     ctx.db.dispose()
