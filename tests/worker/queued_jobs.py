@@ -11,12 +11,14 @@ from PIL import Image
 from sqlalchemy.orm import Session
 
 from core.db import Dataset, Job, User
+from core.db.migrate import upgrade
 from core.db.tables import utcnow
 from core.settings import Settings
 from tests.conftest import small_payload
 from trainer.config import parse_payload
 from trainer.plan import plan_training
 from worker.device import Device
+from worker.runner import WorkerContext
 
 GIB = 2**30
 PLAN = {"total_steps": 4, "batches_per_epoch": 2, "epochs": 2, "warmup_steps": 0,
@@ -101,3 +103,12 @@ def trainable_job(
     session.add(job)
     session.flush()
     return job.id
+
+
+def worker_context(home: Path, free_gib: float = 4, **overrides: Any) -> WorkerContext:
+    """A worker's context on a migrated SQLite file in ``home``, with ``free_gib`` free on
+    its device (no process, no broker message: the tests call the runner's functions)."""
+    settings = Settings(home=home, **overrides)
+    settings.ensure_dirs()
+    upgrade(settings.database_url)
+    return WorkerContext.from_settings(settings, device=DeviceWithFree(int(free_gib * GIB)))

@@ -13,10 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from core.db import Job
-from core.db.migrate import upgrade
 from core.db.tables import QueueState
-from core.settings import Settings
-from tests.worker.queued_jobs import GIB, DeviceWithFree, in_order, queued_job
+from tests.worker.queued_jobs import in_order, queued_job, worker_context
 from worker import runner
 from worker.reconciler import Reconciler
 
@@ -24,10 +22,8 @@ from worker.reconciler import Reconciler
 def test_an_idle_worker_is_woken_for_an_eligible_job_that_fits_and_only_then(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(home=tmp_path / "home")
-    settings.ensure_dirs()
-    upgrade(settings.database_url)
-    ctx = runner.WorkerContext.from_settings(settings, device=DeviceWithFree(4 * GIB))
+    ctx = worker_context(tmp_path / "home")
+    settings = ctx.settings
     ctx.ready.set()  # as worker/lifecycle.py does once the worker is warm
     woken = threading.Event()
 
@@ -73,10 +69,8 @@ def test_a_new_job_is_left_to_its_message_for_the_grace_then_woken_before_the_ne
     """A pass that finds a job queued just now leaves it to its wake message for
     ``wake_grace_s`` (half the interval here: 2 of 4 s), then wakes this worker for it when
     the grace ends: a lost message delays the start by the grace, not by a whole interval."""
-    settings = Settings(home=tmp_path / "home", reconcile_interval_s=4.0)
-    settings.ensure_dirs()
-    upgrade(settings.database_url)
-    ctx = runner.WorkerContext.from_settings(settings, device=DeviceWithFree(4 * GIB))
+    ctx = worker_context(tmp_path / "home", reconcile_interval_s=4.0)
+    settings = ctx.settings
     ctx.ready.set()
     woken_at: list[float] = []
     monkeypatch.setattr(runner, "run_job", lambda *_, **__: woken_at.append(time.monotonic()))

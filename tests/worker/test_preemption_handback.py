@@ -11,10 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from core.db import Job, JobEvent
-from core.db.migrate import upgrade
 from core.db.tables import JobStatus
-from core.settings import Settings
-from tests.worker.queued_jobs import GIB, DeviceWithFree, queued_job
+from tests.worker.queued_jobs import queued_job, worker_context
 from worker import runner
 from worker.supervisor import Outcome
 
@@ -22,10 +20,7 @@ from worker.supervisor import Outcome
 def test_a_preemption_is_counted_with_its_hand_back_or_not_at_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(home=tmp_path / "home")
-    settings.ensure_dirs()
-    upgrade(settings.database_url)
-    ctx = runner.WorkerContext.from_settings(settings, device=DeviceWithFree(4 * GIB))
+    ctx = worker_context(tmp_path / "home")
     with ctx.db.writing() as session:
         job_id = queued_job(session, need_gib=1)
         session.execute(sa.update(Job).where(Job.id == job_id).values(preempt_requested=True))

@@ -41,6 +41,7 @@ import json
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -179,8 +180,15 @@ def _table(trace: StepTrace) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def command_line(
+    argv: list[str] | None,
+    trace: Callable[..., StepTrace],
+    *,
+    description: str,
+    table: bool = True,
+) -> None:
+    """The trace modules' command line: a payload's trace as a table (``table``) or JSON."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--payload", type=Path, required=True, help="a Kohya_SS GUI JSON payload")
     parser.add_argument("--base", default="full", help='"full" or a diffusers config folder')
     parser.add_argument("--json", action="store_true", help="print the trace as JSON")
@@ -190,11 +198,15 @@ def main(argv: list[str] | None = None) -> None:
     diffusers_logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=FutureWarning)
     config = parse_payload(json.loads(args.payload.read_text())).config
-    trace = trace_step(config, base=args.base)
-    if args.json:
-        print(json.dumps({**asdict(trace), "device_bytes": trace.device_bytes}))
+    traced = trace(config, base=args.base)
+    if args.json or not table:
+        print(json.dumps({**asdict(traced), "device_bytes": traced.device_bytes}))
     else:
-        print(_table(trace))
+        print(_table(traced))
+
+
+def main(argv: list[str] | None = None) -> None:
+    command_line(argv, trace_step, description=__doc__.split("\n")[0])
 
 
 if __name__ == "__main__":

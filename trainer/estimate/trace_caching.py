@@ -14,22 +14,17 @@ tracker, as their device copy is on a GPU. The model it checks is
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from diffusers.utils import logging as diffusers_logging
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from trainer.config import TrainingConfig, parse_payload
+from trainer.config import TrainingConfig
 from trainer.data.latents import encode
 from trainer.estimate.allowances import allowances
 from trainer.estimate.fake import meta_sdxl
-from trainer.estimate.trace import StepTrace
+from trainer.estimate.trace import StepTrace, command_line
 from trainer.estimate.tracker import StepTracker
 from trainer.models.configs import SDXL_BASE_CONFIG
 from trainer.run import prepare_model, steps_parts
@@ -72,16 +67,8 @@ def trace_latent_caching(config: TrainingConfig, *, base: str | Path = "full") -
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--payload", type=Path, required=True, help="a Kohya_SS GUI JSON payload")
-    parser.add_argument("--base", default="full", help='"full" or a diffusers config folder')
-    parser.add_argument("--json", action="store_true", help="(always JSON; as trace's flag)")
-    args = parser.parse_args(argv)
-    diffusers_logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    config = parse_payload(json.loads(args.payload.read_text())).config
-    trace = trace_latent_caching(config, base=args.base)
-    print(json.dumps({**asdict(trace), "device_bytes": trace.device_bytes}))
+    """Always JSON (``--json`` is accepted, as ``trainer.estimate.trace`` takes it)."""
+    command_line(argv, trace_latent_caching, description=__doc__.split("\n")[0], table=False)
 
 
 if __name__ == "__main__":
