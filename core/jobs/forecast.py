@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -146,13 +146,16 @@ class _Line:
     def __bool__(self) -> bool:
         return any(self.groups.values())
 
-    def walk(self, usage: dict[int, float]) -> Iterator[Any]:
+    def walk(self, usage: dict[int, float], passed_over: Set[int] = frozenset()) -> Iterator[Any]:
+        """The jobs in the policy's order, without those of the ``passed_over`` owners."""
         policy = self.policy
         if policy is None:
             return iter(self.groups.get((0, 0), ()))
-        return heapq.merge(
-            *self.groups.values(), key=lambda j: order_key(j, usage, policy.scheduler)
-        )
+        lines = (jobs for (_, owner), jobs in self.groups.items() if owner not in passed_over)
+        return heapq.merge(*lines, key=lambda j: order_key(j, usage, policy.scheduler))
+
+    def of_owner(self, owner: int) -> Iterator[Any]:
+        return (job for (_, o), jobs in self.groups.items() if o == owner for job in jobs)
 
     def remove(self, job: Any) -> None:
         key = (tier(job.priority), job.owner_id) if self.policy else (0, 0)
@@ -242,7 +245,7 @@ def _play(
     while line:
         lane = min((x for x in live if x.free_at is not None), key=_free_at, default=None)
         at = max(lane.free_at or now, now) if lane else now
-        job, waiting = _first_to_start(line.walk(shares.at(at)), lane, quotas, at, headroom_bytes)
+        job, waiting = _first_to_start(line, shares.at(at), lane, quotas, at, headroom_bytes)
         if job is None:  # what this worker holds waits for quota, or there is nothing left
             assert lane is not None
             resume = min(filter(None, (quotas.frees_at(o, at) for o in waiting)), default=None)
@@ -267,31 +270,23 @@ def _play(
 
 
 def _first_to_start(
-    order: Iterator[Any], lane: _Lane | None, quotas: QuotaClock, at: datetime, headroom: int
+    line: _Line,
+    usage: dict[int, float],
+    lane: _Lane | None,
+    quotas: QuotaClock,
+    at: datetime,
+    headroom: int,
 ) -> tuple[Any | None, set[int]]:
-    """The first job in ``order`` that the lane's worker holds and whose owner's quota is not
-    spent at ``at`` (with no lane, the first job), and the owners passed over for quota that
-    have a job the worker holds."""
+    """The first job in the policy's order that the lane's worker holds, of an owner whose
+    quota is not spent at ``at`` (with no lane, the first job); when there is none, the
+    spent owners that have a job the worker holds (it waits for the first to free)."""
     if lane is None:
-        return next(order, None), set()
-    if not quotas:
-        return next((j for j in order if _fit(lane, j, headroom)[0]), None), set()
-    spent: set[int] = set()  # owners whose quota is spent at ``at``
-    waiting: set[int] = set()  # of those, the ones with a job this worker holds
-    checked: set[int] = set()
-    for job in order:
-        owner = job.owner_id
-        if owner not in checked:
-            checked.add(owner)
-            if quotas.spent(owner, at):
-                spent.add(owner)
-        if owner in waiting or not _fit(lane, job, headroom)[0]:
-            continue
-        if owner in spent:
-            waiting.add(owner)
-            continue
-        return job, waiting
-    return None, waiting
+        return next(line.walk(usage), None), set()
+    spent = quotas.spent_owners(at)
+    holds = (j for j in line.walk(usage, passed_over=spent) if _fit(lane, j, headroom)[0])
+    if (job := next(holds, None)) is not None:
+        return job, set()
+    return None, {o for o in spent if any(_fit(lane, j, headroom)[0] for j in line.of_owner(o))}
 
 
 def _add_run(
