@@ -15,8 +15,8 @@ its speed. Targets: peak reserved <= 15.5 GiB with the cap, <= 0.35 s/step on an
 H100 (compute limit ~0.068 s/step: 67.6 TFLOP per seed step at 989 TFLOP/s).
 
 Variants (the seed payload and settings that change memory or speed): seed,
-unet_only_cached_te, full_bf16, fp8_base, locon, adafactor - each that the payload model
-accepts is run in turn.
+unet_only_cached_te, full_bf16, full_fp16, fp8_base, locon, adafactor - each that the
+payload model accepts is run in turn.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "unet_only_cached_te": {"text_encoder_lr": 0, "sdxl_cache_text_encoder_outputs": True,
                             "shuffle_caption": False},
     "full_bf16": {"mixed_precision": "bf16", "full_bf16": True},
+    "full_fp16": {"full_fp16": True},  # the seed's fp16 with fp16 LoRA weights (GradScaler)
     "fp8_base": {"fp8_base": True},
     "locon": {"LoRA_type": "Kohya LoCon", "conv_dim": 8, "conv_alpha": 4},
     "adafactor": {"optimizer": "Adafactor",

@@ -112,8 +112,11 @@ def _run(f: Faults, proxy: TcpProxy, data: bytes, payload: Any) -> None:
     f.env["LORABOX_LEASE_TIMEOUT_S"] = str(LEASE_S)
     # The first worker's reconciler makes one pass, at its start: only the second worker's
     # re-queues the job, to a queue only the second consumes, so the takeover is certain.
+    # The second's passes leave a new job to its message for 2 s (Settings.wake_grace_s, half
+    # its interval), so the first, which the message wakes, takes it even on a busy box.
     first = f.start_worker(LORABOX_TEST_STEP_SLEEP_S="0.5", LORABOX_RECONCILE_INTERVAL_S="3600")
-    second = f.start_worker(LORABOX_TEST_STEP_SLEEP_S="0.2", LORABOX_QUEUE_NAME=TAKEOVER_QUEUE)
+    second = f.start_worker(LORABOX_TEST_STEP_SLEEP_S="0.2", LORABOX_QUEUE_NAME=TAKEOVER_QUEUE,
+                            LORABOX_RECONCILE_INTERVAL_S="4")  # fmt: skip
     # Both ready before the job exists: the first claims it at once, and the hang is timed
     # on a box that isn't busy importing torch for the second.
     for log in f.stack.logs[1:]:

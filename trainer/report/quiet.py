@@ -65,7 +65,7 @@ KNOWN_HARMLESS = (
     # bitsandbytes/backends/cpu/ops.py: an optional downloadable kernel for 4-bit matmuls on
     # CPUs with AVX512-BF16; lorabox trains no 4-bit model on a CPU.
     Pattern(
-        "bitsandbytes optional kernels-community CPU kernel",
+        "bitsandbytes optional 4-bit CPU kernel not installed",
         "bitsandbytes",
         re.compile(r"^Failed to load CPU gemm_4bit_forward from kernels-community"),
     ),
