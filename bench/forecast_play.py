@@ -1,4 +1,4 @@
-"""What one play of the queue costs (core/jobs/forecast.py: play_queue), the work every queue
+"""What one play of the queue costs (core/jobs/play.py: play_queue), the work every queue
 change and reconciler pass does before it writes the positions and forecasts that polls read.
 
     python -m bench.forecast_play [--queued 3000] [--workers 1] [--repeat 5]
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.jobs.forecast import Policy, play_queue
+from core.jobs.play import Policy, play_queue
 from core.jobs.quotas import Quota
 from core.jobs.schedule import Standing
 from core.workers import WorkerInfo
@@ -31,6 +31,8 @@ ESTIMATE = {"peak_vram_bytes": GIB, "step_flops": 10**12, "total_s": 0.0,
 
 @dataclass(frozen=True)
 class Queued:
+    """A queued row as the play reads it (tests/core/test_quota_forecast.py plays these too)."""
+
     id: str
     owner_id: int
     created_at: datetime
@@ -39,7 +41,8 @@ class Queued:
     held: bool = False
 
 
-def _worker(name: str) -> WorkerInfo:
+def cpu_worker(name: str = "cpu") -> WorkerInfo:
+    """An idle counted CPU worker (1 TFLOP/s probed, 30% efficient, 64 GiB)."""
     return WorkerInfo(
         key=f"host:{name}", name=name, host="host", gpu_name=None, gpu_uuid=None,
         total_memory_bytes=64 * GIB, free_memory_bytes=64 * GIB, compute_capability=None,
@@ -59,7 +62,7 @@ def play_ms(queued: int, workers: int, scheduler: str, quota: bool, repeat: int)
     standing = Standing(now=NOW, quotas=quotas if quota else {},
                         over_quota=frozenset(quotas) if quota else frozenset())  # fmt: skip
     policy = Policy(scheduler, 86400.0, standing)  # type: ignore[arg-type]  # a Scheduler
-    lanes = [_worker(f"w{i}") for i in range(workers)]
+    lanes = [cpu_worker(f"w{i}") for i in range(workers)]
     times = []
     for _ in range(repeat):
         started = time.perf_counter()

@@ -43,7 +43,7 @@ class Reconciler(threading.Thread):
         worker's to start (None: nothing to retry before the next pass)."""
         ids = reconcile(self.db, self.settings)
         for job_id in ids:
-            send_or_defer(self.broker, self.db, self.settings, job_id)
+            send_or_defer(self.broker, job_id)
         if ids:
             log.warning("reconciler re-enqueued %s", ", ".join(ids))
         # Time moves the forecast even when nothing else does (docs/estimates.md, "Forecast").

@@ -201,7 +201,7 @@ def _record_end(ctx: WorkerContext, job_id: str, attempt: int, outcome: Outcome)
                 lost=outcome.lost, detail=outcome.message,
             )  # fmt: skip
         if status == JobStatus.QUEUED:
-            send_or_defer(ctx.broker, ctx.db, ctx.settings, job_id)
+            send_or_defer(ctx.broker, job_id)
         return
     if outcome.status is None:
         return

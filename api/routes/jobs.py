@@ -53,7 +53,7 @@ def submit_job(
         job_id = job.id
     # The message goes out only after the commit, so a worker always finds the row.
     if created:
-        send_or_defer(ctx.broker, ctx.db, ctx.settings, job_id)
+        send_or_defer(ctx.broker, job_id)
         refresh_after_change(ctx.db, ctx.settings)
     else:
         response.status_code = 200
@@ -113,7 +113,7 @@ def update(job_id: str, body: JobUpdate, ctx: Ctx, user: CurrentUser) -> JobRead
         changed = update_job(session, user=user, job=job, priority=body.priority, held=body.held)
     if changed:  # the queue's order moved: positions, forecasts, and an idle worker may start
         if body.held is False:
-            send_or_defer(ctx.broker, ctx.db, ctx.settings, job_id)  # released: it may start
+            send_or_defer(ctx.broker, job_id)  # released: it may start
         refresh_after_change(ctx.db, ctx.settings)
     with ctx.db.reading() as session:
         return one_job(session, service.get_job(session, user=user, job_id=job_id))

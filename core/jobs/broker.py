@@ -14,7 +14,6 @@ from typing import Any
 
 from celery import Celery
 
-from core.db import Database
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,11 +58,6 @@ class Broker:
         """One wake-up for one idle worker (no arguments: the database picks the job)."""
         self.celery.send_task(RUN_JOB_TASK, queue=self._queue)
 
-    def enqueue(self, job_id: str | None = None) -> None:
-        """A wake-up; ``job_id`` is ignored (older callers named the job they queued)."""
-        del job_id
-        self.wake()
-
     def ping(self, timeout_s: float = 2.0) -> None:
         with self.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout_s)
@@ -72,20 +66,14 @@ class Broker:
         self.celery.close()
 
 
-def send_or_defer(
-    broker: Broker,
-    db: Database | None = None,
-    settings: Settings | None = None,
-    job_id: str | None = None,
-) -> bool:
+def send_or_defer(broker: Broker, for_job: str | None = None) -> bool:
     """Wakes one idle worker; when the broker can't take the message (down, or hanging past
     its socket timeouts) nothing is lost: the reconciler's next pass starts idle workers on
-    eligible jobs itself (``worker/reconciler.py``). The arguments after ``broker`` are
-    unused, kept for the callers that still pass the job they queued."""
-    del db, settings
+    eligible jobs itself (``worker/reconciler.py``). ``for_job`` only names, in the log, the
+    job the wake-up is for."""
     try:
         broker.wake()
         return True
     except Exception as exc:  # noqa: BLE001 - any broker failure: the reconciler covers it
-        log.warning("could not wake a worker for job %s (%s); the reconciler will", job_id, exc)
+        log.warning("could not wake a worker for job %s (%s); the reconciler will", for_job, exc)
     return False

@@ -3,7 +3,7 @@
 An owner with a budget is *spent* at time ``t`` while the undecayed seconds of their jobs'
 worker time inside ``[t - window, t]`` reach the budget (``core/jobs/usage.py:
 window_seconds``, the claim's own rule). The claim asks it at ``now``; the forecast
-(``core/jobs/forecast.py``) asks it at every played time, with the runs it plays added, and
+(``core/jobs/play.py``) asks it at every played time, with the runs it plays added, and
 asks when a spent owner's window frees enough for their next job: the window slides past old
 stretches, so the seconds inside it fall linearly between the stretches' ends and starts
 shifted by the window, and the first moment under budget is found segment by segment.

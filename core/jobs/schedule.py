@@ -1,7 +1,7 @@
 """The scheduling policy: which queued job a free worker takes next (docs/scheduling.md).
 
 Pure functions over rows the database gives, so the claim (``core/jobs/claim.py``), the
-forecast (``core/jobs/forecast.py: play_queue``) and the tests apply one policy:
+forecast (``core/jobs/play.py: play_queue``) and the tests apply one policy:
 
 - :func:`blocked_reason` says why a queued job may not start now (``held``, ``quota``,
   ``paused``; ``None`` when it is eligible). ``gpu_memory`` (short of this worker's free
@@ -123,7 +123,7 @@ def read_standing(session: Session, settings: Settings, now: datetime | None = N
         now=now,
         paused=is_paused(session),
         usage=decayed_usage(session, half_life_s=settings.fairshare_half_life_s, now=now),
-        over_quota=frozenset(o for o in quotas if QuotaClock(quotas).spent(o, now)),
+        over_quota=frozenset(QuotaClock(quotas).spent_owners(now)),
         quotas=quotas,
     )
 

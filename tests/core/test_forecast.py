@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from core.jobs.estimate import worker_fit
-from core.jobs.forecast import PRIOR_STEPS, blended_s_per_step, play_queue
+from core.jobs.forecast import PRIOR_STEPS, blended_s_per_step
+from core.jobs.play import play_queue
 from core.workers import WorkerInfo
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)

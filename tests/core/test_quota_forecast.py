@@ -1,34 +1,32 @@
-"""Quotas in the forecast (core/jobs/quotas.py, core/jobs/forecast.py: play_queue): when a
+"""Quotas in the forecast (core/jobs/quotas.py, core/jobs/play.py: play_queue): when a
 spent owner's window frees enough, by the claim's own rule; a run the forecast plays that
 spends the budget holds the owner's next job; a job over quota now is forecast to start when
 the claim first takes it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.forecast_play import ESTIMATE, Queued, cpu_worker
 from core.db.tables import GpuUsage, Job, utcnow
 from core.jobs.claim import ClaimingWorker, claim_next
 from core.jobs.estimate import worker_fit
-from core.jobs.forecast import Policy, play_queue, refresh_forecast
+from core.jobs.forecast import refresh_forecast
+from core.jobs.play import Policy, play_queue
 from core.jobs.quotas import Quota, frees_at, used_s
 from core.jobs.schedule import Standing
 from core.users import set_quota
-from core.workers import WorkerInfo, counted_workers
+from core.workers import counted_workers
 from core.workers.registry import DeviceReport, report_worker
 from tests.core.sharing_rows import add_job, user_id
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
 GIB = 2**30
-ESTIMATE = {"peak_vram_bytes": GIB, "step_flops": 10**12, "total_s": 0.0,
-            "workload": {"steps": 50, "samples": 0, "saves": 0}}  # fmt: skip
 
 STRETCH = st.tuples(st.floats(-2000, 0), st.floats(0, 600)).map(
     lambda s: (NOW + timedelta(seconds=s[0]), NOW + timedelta(seconds=s[0] + s[1]))
@@ -56,34 +54,12 @@ def test_an_open_stretch_or_a_zero_budget_never_frees_without_news():
     assert frees_at([(NOW - 10 * SECOND, NOW)], 0, 60, NOW) is None
 
 
-@dataclass
-class Row:
-    id: str
-    owner_id: int
-    created_at: datetime
-    estimate: dict[str, Any]
-    priority: str = "normal"
-    held: bool = False
-    progress: None = None
-    started_at: None = None
-
-
-def _worker() -> WorkerInfo:
-    return WorkerInfo(
-        key="host:cpu", name="cpu", host="host", gpu_name=None, gpu_uuid=None,
-        total_memory_bytes=64 * GIB, free_memory_bytes=64 * GIB, compute_capability=None,
-        torch_version=None, cuda_version=None, peak_flops=1e12, peak_source="probe",
-        efficiency=0.3, allowances_s={}, state="idle", current_job_id=None, seen_at=NOW,
-        device="cpu",
-    )  # fmt: skip
-
-
 def test_a_played_run_that_spends_the_quota_holds_the_owners_next_job_till_the_window_frees():
-    worker = _worker()
+    worker = cpu_worker()
     d = worker_fit(worker, GIB, 10**12, 50, 0, 0, headroom_bytes=0).total_s
     alice, bob = 1, 2
-    rows = [Row(f"a{i}", alice, NOW + i * SECOND, ESTIMATE) for i in range(3)]
-    rows.append(Row("b0", bob, NOW + 3 * SECOND, ESTIMATE))
+    rows = [Queued(f"a{i}", alice, NOW + i * SECOND, ESTIMATE) for i in range(3)]
+    rows.append(Queued("b0", bob, NOW + 3 * SECOND, ESTIMATE))
     standing = Standing(now=NOW, quotas={alice: Quota(budget_s=1.5 * d, window_s=10 * d)})
     out = play_queue(rows, [], [worker], now=NOW, headroom_bytes=0, paused=False,
                      policy=Policy("fifo", 600.0, standing))  # fmt: skip

@@ -167,7 +167,7 @@ def test_a_redelivered_message_for_a_finished_job_does_nothing(embedded_stack, t
     job, _ = trained
     before = _events(embedded_stack, job["id"])
     broker = Broker(embedded_stack.settings)
-    broker.enqueue(job["id"])
+    broker.wake()
     broker.close()
     time.sleep(3)  # the embedded broker polls twice a second
     assert embedded_stack.job(job["id"])["attempt"] == 1

@@ -41,7 +41,7 @@ def test_a_running_job_is_cancelled_and_a_duplicate_message_is_ignored(
     )
     stack.wait(job["id"], lambda j: (j["progress"].get("step") or 0) >= 1)
     broker = Broker(stack.settings)  # as if Redis redelivered the message mid-run
-    broker.enqueue(job["id"])
+    broker.wake()
     broker.close()
     time.sleep(1)
     stack.client.post(f"/v1/jobs/{job['id']}/cancel", headers=stack.as_())
